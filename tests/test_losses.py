@@ -1,0 +1,216 @@
+"""Each loss on hand-computed inputs; the gradient penalty on critics with known gradients."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from trainer.losses import (
+    ADVERSARIAL,
+    AdversarialLoss,
+    aux_loss,
+    feature_matching_loss,
+    gradient_penalty,
+    group_indices,
+    l1_loss,
+    matching_aware_d_loss,
+    wrong_tags,
+)
+
+REAL = [1.0, -2.0, 0.5]
+FAKE = [0.5, 3.0, -1.0]
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+def mean(xs) -> float:
+    xs = list(xs)
+    return sum(xs) / len(xs)
+
+
+def sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+# hand formulas: (d_loss(real, fake), g_loss(fake))
+EXPECTED = {
+    "bce": (mean(-math.log(sigmoid(r)) for r in REAL) + mean(-math.log(1 - sigmoid(f)) for f in FAKE),
+            mean(math.log(1 - sigmoid(f)) for f in FAKE)),
+    "ns": (mean(-math.log(sigmoid(r)) for r in REAL) + mean(-math.log(1 - sigmoid(f)) for f in FAKE),
+           mean(-math.log(sigmoid(f)) for f in FAKE)),
+    "wgan": (mean(FAKE) - mean(REAL), -mean(FAKE)),
+    "lsgan": (0.5 * mean((r - 1) ** 2 for r in REAL) + 0.5 * mean(f ** 2 for f in FAKE),
+              0.5 * mean((f - 1) ** 2 for f in FAKE)),
+    "hinge": (mean(max(0.0, 1 - r) for r in REAL) + mean(max(0.0, 1 + f) for f in FAKE),
+              -mean(FAKE)),
+}
+
+
+def test_registry_holds_the_five_losses():
+    assert set(ADVERSARIAL) == {"bce", "ns", "wgan", "lsgan", "hinge"}
+    assert all(isinstance(v, AdversarialLoss) for v in ADVERSARIAL.values())
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_adversarial_losses_on_hand_computed_inputs(name):
+    loss = ADVERSARIAL[name]
+    real, fake = torch.tensor(REAL), torch.tensor(FAKE)
+    d_expected, g_expected = EXPECTED[name]
+    assert loss.d_loss(real, fake).item() == pytest.approx(d_expected, rel=1e-6)
+    assert loss.g_loss(fake).item() == pytest.approx(g_expected, rel=1e-6)
+    assert loss.d_loss(real, fake).item() == pytest.approx(
+        (loss.d_real(real) + loss.d_fake(fake)).item())
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_losses_are_finite_on_extreme_logits_and_low_precision(name):
+    loss = ADVERSARIAL[name]
+    big = torch.tensor([1e4, -1e4], dtype=torch.bfloat16, requires_grad=True)
+    d, g = loss.d_loss(big, big), loss.g_loss(big)
+    assert d.dtype == g.dtype == torch.float32
+    (d + g).backward()
+    assert torch.isfinite(d) and torch.isfinite(g) and torch.isfinite(big.grad).all()
+
+
+def test_bce_matches_torch_bce_on_probabilities():
+    real, fake = torch.tensor(REAL), torch.tensor(FAKE)
+    ref = (torch.nn.functional.binary_cross_entropy(real.sigmoid(), torch.ones(3))
+           + torch.nn.functional.binary_cross_entropy(fake.sigmoid(), torch.zeros(3)))
+    assert ADVERSARIAL["ns"].d_loss(real, fake).item() == pytest.approx(ref.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("w", [1.0, 0.5])
+def test_matching_aware_loss_by_hand(w):
+    rr, rw, fr = torch.tensor([2.0, 0.0]), torch.tensor([1.0, -1.0]), torch.tensor([-3.0, 0.5])
+    expected = (mean(softplus(-x) for x in (2.0, 0.0))
+                + (mean(softplus(x) for x in (-3.0, 0.5))
+                   + w * mean(softplus(x) for x in (1.0, -1.0))) / (1 + w))
+    got = matching_aware_d_loss(ADVERSARIAL["ns"], rr, rw, fr, w)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    wgan = matching_aware_d_loss(ADVERSARIAL["wgan"], rr, rw, fr, w)
+    assert wgan.item() == pytest.approx(-1.0 + (-1.25 + w * 0.0) / (1 + w), rel=1e-6)
+
+
+# -- gradient penalty -------------------------------------------------------------
+def test_gradient_penalty_of_a_linear_critic():
+    a = torch.randn(3, 4, 4)
+    real, fake = torch.randn(5, 3, 4, 4), torch.randn(5, 3, 4, 4)
+    gp = gradient_penalty(lambda x: (x * a).flatten(1).sum(1), real, fake)
+    assert gp.item() == pytest.approx((a.norm().item() - 1) ** 2, rel=1e-5)
+
+
+def test_gradient_penalty_of_a_quadratic_critic_uses_the_interpolates():
+    real, fake = torch.randn(6, 2, 3, 3), torch.randn(6, 2, 3, 3)
+    gp = gradient_penalty(lambda x: 0.5 * x.square().flatten(1).sum(1), real, fake,
+                          generator=torch.Generator().manual_seed(3))
+    alpha = torch.rand(6, 1, 1, 1, generator=torch.Generator().manual_seed(3))
+    x_hat = alpha * real + (1 - alpha) * fake  # grad of 0.5||x||^2 is x
+    expected = (x_hat.flatten(1).norm(dim=1) - 1).square().mean()
+    assert gp.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_gradient_penalty_reaches_the_critic_weights():
+    critic = torch.nn.Linear(4, 1, bias=False)
+    gp = gradient_penalty(lambda x: critic(x).squeeze(1), torch.randn(8, 4), torch.randn(8, 4))
+    gp.backward()
+    w = critic.weight.detach()
+    expected = 2 * (w.norm() - 1) * w / w.norm()  # d/dw (||w|| - 1)^2
+    assert torch.allclose(critic.weight.grad, expected, atol=1e-5)
+
+
+def test_gradient_penalty_is_fp32_under_autocast():
+    critic = torch.nn.Linear(16, 1)
+    real, fake = torch.randn(4, 16), torch.randn(4, 16)
+    ref = gradient_penalty(lambda x: critic(x).squeeze(1), real, fake,
+                           generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = gradient_penalty(lambda x: critic(x).squeeze(1), real.bfloat16(), fake.bfloat16(),
+                               generator=torch.Generator().manual_seed(0))
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(ref.item(), rel=1e-2)  # inputs were rounded to bf16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        exact = gradient_penalty(lambda x: critic(x).squeeze(1), real, fake,
+                                 generator=torch.Generator().manual_seed(0))
+    assert exact.item() == pytest.approx(ref.item(), rel=1e-6)
+
+
+# -- tags -------------------------------------------------------------------------
+GROUPS = [4, 3]
+
+
+def onehots(idx: list[tuple[int, int]]) -> torch.Tensor:
+    t = torch.zeros(len(idx), sum(GROUPS))
+    for row, (h, e) in enumerate(idx):
+        t[row, h] = 1
+        t[row, GROUPS[0] + e] = 1
+    return t
+
+
+def test_wrong_tags_never_equal_the_right_ones_and_stay_one_hot():
+    g = torch.Generator().manual_seed(0)
+    right = onehots([(h, e) for h in range(4) for e in range(3)] * 200)
+    wrong = wrong_tags(right, GROUPS, generator=g)
+    assert wrong.shape == right.shape
+    assert not (wrong == right).all(dim=1).any()
+    for chunk in wrong.split(GROUPS, dim=1):
+        assert torch.equal(chunk.sum(1), torch.ones(len(right)))
+
+
+def test_wrong_tags_are_uniform_over_the_other_combinations():
+    g = torch.Generator().manual_seed(1)
+    n = 11 * 600
+    wrong = wrong_tags(onehots([(2, 1)] * n), GROUPS, generator=g)
+    idx = group_indices(wrong, GROUPS)
+    codes = (idx[:, 0] * 3 + idx[:, 1]).bincount(minlength=12).float()
+    assert codes[2 * 3 + 1] == 0
+    others = torch.cat([codes[:7], codes[8:]])
+    assert (others - 600).abs().max() < 0.2 * 600  # each ~600; sd ~23
+    hair = idx[:, 0].bincount(minlength=4).float() / n
+    assert torch.allclose(hair, torch.tensor([3, 3, 2, 3]) / 11, atol=0.03)
+
+
+def test_wrong_tags_for_untagged_rows_draw_from_all_combinations():
+    labels = torch.zeros(2000, sum(GROUPS))
+    wrong = wrong_tags(labels, GROUPS, generator=torch.Generator().manual_seed(2))
+    idx = group_indices(wrong, GROUPS)
+    assert (idx >= 0).all()
+    assert len(set((idx[:, 0] * 3 + idx[:, 1]).tolist())) == 12
+
+
+def test_wrong_tags_are_deterministic_with_a_generator():
+    right = onehots([(0, 0), (3, 2)] * 5)
+    a = wrong_tags(right, GROUPS, generator=torch.Generator().manual_seed(7))
+    b = wrong_tags(right, GROUPS, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)
+
+
+def test_aux_loss_is_the_sum_of_per_group_cross_entropies():
+    hair = torch.tensor([[2.0, 0.0, 0.0, -1.0], [0.0, 1.0, 0.0, 0.0]])
+    eyes = torch.tensor([[0.0, 0.0, 3.0], [1.0, 1.0, 1.0]])
+    labels = onehots([(0, 2), (3, 1)])
+
+    def ce(logits: list[float], target: int) -> float:
+        return -logits[target] + math.log(sum(math.exp(v) for v in logits))
+
+    expected = (mean([ce([2.0, 0.0, 0.0, -1.0], 0), ce([0.0, 1.0, 0.0, 0.0], 3)])
+                + mean([ce([0.0, 0.0, 3.0], 2), ce([1.0, 1.0, 1.0], 1)]))
+    assert aux_loss([hair, eyes], labels, GROUPS).item() == pytest.approx(expected, rel=1e-6)
+    labels[1, GROUPS[0]:] = 0  # second row: eyes untagged -> ignored for that group
+    expected = (mean([ce([2.0, 0.0, 0.0, -1.0], 0), ce([0.0, 1.0, 0.0, 0.0], 3)])
+                + ce([0.0, 0.0, 3.0], 2))
+    assert aux_loss([hair, eyes], labels, GROUPS).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_l1_and_feature_matching_by_hand():
+    fake, real = torch.tensor([[1.0, -1.0]]), torch.tensor([[0.5, 1.0]])
+    assert l1_loss(fake, real).item() == pytest.approx((0.5 + 2.0) / 2)
+    rf = torch.tensor([[1.0, 2.0], [3.0, 4.0]])  # mean [2, 3]
+    ff = torch.tensor([[0.0, 0.0], [2.0, 2.0]], requires_grad=True)  # mean [1, 1]
+    fm = feature_matching_loss(rf, ff)
+    assert fm.item() == pytest.approx((1.0 + 4.0) / 2)
+    fm.backward()
+    assert torch.allclose(ff.grad, torch.tensor([[-0.5, -1.0], [-0.5, -1.0]]))

@@ -1,0 +1,281 @@
+"""Shapes, parameter counts, initialisation and options of the DCGAN-family models."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from trainer.config import ConfigError, TrainConfig, load_config
+from trainer.models import DOutput, build_discriminator, build_generator
+from trainer.models.layers import MinibatchStd
+
+GROUPS = [12, 10]  # hair, eyes: the MLDS / avatar vocabulary
+K = sum(GROUPS)
+ARCHS = ("dcgan", "ml2020")
+SIZES = (32, 64, 128)
+CONDS = ("none", "spatial", "dense", "projection", "acgan")
+
+
+def cfg_of(*overrides: str) -> TrainConfig:
+    return load_config(None, list(overrides))
+
+
+def tags_for(b: int) -> torch.Tensor:
+    t = torch.zeros(b, K)
+    t[torch.arange(b), torch.arange(b) % GROUPS[0]] = 1
+    t[torch.arange(b), GROUPS[0] + torch.arange(b) % GROUPS[1]] = 1
+    return t
+
+
+def n_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+# -- expected parameter counts from the layer formulas --------------------------
+def conv(cin: int, cout: int, k: int, bias: bool) -> int:
+    return cin * cout * k * k + (cout if bias else 0)
+
+
+def linear(cin: int, cout: int, bias: bool = True) -> int:
+    return cin * cout + (cout if bias else 0)
+
+
+def bn(c: int) -> int:
+    return 2 * c  # weight and bias
+
+
+def expected_g(arch: str, size: int, z: int, ch: int, n_cond: int, embed: int) -> int:
+    n = int(math.log2(size)) - 2
+    c = ch * 2 ** (n - 1)
+    total, in_dim = 0, z
+    if n_cond:
+        if embed:
+            total += linear(n_cond, embed) + bn(embed)
+            in_dim += embed
+        else:
+            in_dim += n_cond
+    if arch == "dcgan":
+        total += conv(in_dim, c, 4, False) + bn(c)
+        for _ in range(n - 1):
+            total += conv(c, c // 2, 4, False) + bn(c // 2)
+            c //= 2
+        return total + conv(c, 3, 4, False)
+    total += linear(in_dim, c * 16, bias=False) + bn(c * 16)
+    for _ in range(n - 1):
+        total += conv(c, c // 2, 5, False) + bn(c // 2)
+        c //= 2
+    return total + conv(c, 3, 5, True)
+
+
+def expected_d(arch: str, size: int, ch: int, cond: str, *, bn_on: bool = True, mbstd: bool = False,
+               d_embed: int = 64, hidden: int = 256) -> int:
+    n = int(math.log2(size)) - 2
+    k, bias = (4, False) if arch == "dcgan" else (5, True)
+    total, cin, c = 0, 3, ch
+    for i in range(n):
+        total += conv(cin, c, k, bias) + (bn(c) if bn_on and i > 0 else 0)
+        cin, c = c, 2 * c
+    C = cin + (1 if mbstd else 0)
+    head = conv(C, 1, 4, bias)
+    proj = (linear(K, d_embed) + (bn(d_embed) if bn_on else 0)) if d_embed else 0
+    e = d_embed or K
+    if cond == "spatial":
+        head = proj + conv(C + e, 1, 4, bias)
+    elif cond == "dense":
+        head = proj + linear(C * 16 + e, hidden) + linear(hidden, 1)
+    elif cond == "projection":
+        head += linear(K, C * 16, bias=False)
+    elif cond == "acgan":
+        head += conv(C, C, 4, True) + sum(linear(C, hidden) + linear(hidden, g) for g in GROUPS)
+    return total + head
+
+
+# -- shapes -------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("cond", CONDS)
+def test_shapes_every_arch_size_and_conditioning(arch, size, cond):
+    cfg = cfg_of(f"model.arch={arch}", f"data.size={size}", f"model.cond={cond}",
+                 "model.g_ch=8", "model.d_ch=8", "model.z_dim=16")
+    G, D = build_generator(cfg, K), build_discriminator(cfg, GROUPS)
+    b = 3
+    tags = tags_for(b) if cond != "none" else None
+    x = G(torch.randn(b, 16), tags)
+    assert x.shape == (b, 3, size, size)
+    assert x.abs().max() <= 1.0
+    out = D(x, tags)
+    assert isinstance(out, DOutput)
+    assert out.score.shape == (b,)
+    c4 = 8 * 2 ** (int(math.log2(size)) - 3)  # D channels at 4x4
+    assert out.features.shape == (b, c4 * 16)
+    if cond == "acgan":
+        assert [a.shape for a in out.aux] == [(b, g) for g in GROUPS]
+    else:
+        assert out.aux is None
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_generator_has_the_documented_attributes(size):
+    G = build_generator(cfg_of(f"data.size={size}", "model.cond=dense", "model.g_ch=8"), K)
+    assert (G.z_dim, G.n_cond, G.image_size) == (100, K, size)
+    U = build_generator(cfg_of(f"data.size={size}", "model.g_ch=8"), K)
+    assert U.n_cond == 0  # cond=none: tags ignored whatever the vocabulary
+
+
+# -- parameter counts at the default widths -------------------------------------
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("cond", CONDS)
+def test_param_counts_at_default_config_match_the_formula(arch, cond):
+    cfg = cfg_of(f"model.arch={arch}", f"model.cond={cond}")
+    m = cfg.model
+    n_cond = K if cond != "none" else 0
+    assert n_params(build_generator(cfg, K)) == expected_g(arch, 64, m.z_dim, m.g_ch, n_cond,
+                                                           m.tag_embed)
+    assert n_params(build_discriminator(cfg, GROUPS)) == expected_d(
+        arch, 64, m.d_ch, cond, d_embed=m.d_tag_embed, hidden=m.d_hidden)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("size", (32, 128))
+def test_param_counts_other_resolutions(arch, size):
+    cfg = cfg_of(f"model.arch={arch}", f"data.size={size}")
+    assert n_params(build_generator(cfg, 0)) == expected_g(arch, size, 100, 64, 0, 0)
+    assert n_params(build_discriminator(cfg, [])) == expected_d(arch, size, 64, "none")
+
+
+@pytest.mark.parametrize("cond", ("spatial", "dense"))
+def test_param_counts_options(cond):
+    cfg = cfg_of(f"model.cond={cond}", "model.d_bn=false", "model.minibatch_std=true",
+                 "model.d_tag_embed=0", "model.tag_embed=0", "model.d_hidden=32",
+                 "model.spectral_norm=true")
+    assert n_params(build_generator(cfg, K)) == expected_g("dcgan", 64, 100, 64, K, 0)
+    assert n_params(build_discriminator(cfg, GROUPS)) == expected_d(
+        "dcgan", 64, 64, cond, bn_on=False, mbstd=True, d_embed=0, hidden=32)
+
+
+# -- initialisation and options ----------------------------------------------------
+def test_dcgan_init_statistics():
+    cfg = cfg_of("model.cond=projection")
+    for model in (build_generator(cfg, K), build_discriminator(cfg, GROUPS)):
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+                w = m.weight.detach()
+                if w.numel() > 10_000:
+                    assert abs(w.std().item() - 0.02) < 0.002, m
+                    assert abs(w.mean().item()) < 0.002, m
+                if m.bias is not None:
+                    assert torch.all(m.bias == 0)
+            elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                assert abs(m.weight.mean().item() - 1.0) < 0.01
+                assert torch.all(m.bias == 0)
+
+
+def sn_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+@pytest.mark.parametrize("cond", CONDS)
+def test_spectral_norm_on_every_d_weight_when_asked(cond):
+    on = cfg_of(f"model.cond={cond}", "model.spectral_norm=true", "data.size=32",
+                "model.d_ch=8", "model.g_ch=8")
+    D = build_discriminator(on, GROUPS)
+    assert all(parametrize.is_parametrized(m, "weight") for m in sn_layers(D))
+    assert not any(parametrize.is_parametrized(m) for m in build_generator(on, K).modules())
+    off = build_discriminator(cfg_of(f"model.cond={cond}", "data.size=32", "model.d_ch=8"), GROUPS)
+    assert not any(parametrize.is_parametrized(m) for m in off.modules())
+
+
+def test_spectral_norm_bounds_the_largest_singular_value():
+    cfg = cfg_of("model.spectral_norm=true", "data.size=32", "model.d_ch=8")
+    D = build_discriminator(cfg, [])
+    x = torch.randn(4, 3, 32, 32)
+    for _ in range(3):  # a power iteration per training-mode forward (15 at wrapping)
+        D(x)
+    first = D.body.main[0]
+    sigma = torch.linalg.matrix_norm(first.weight.detach().flatten(1), ord=2)
+    assert sigma.item() == pytest.approx(1.0, abs=0.02)
+
+
+def test_d_options_add_the_expected_modules():
+    cfg = cfg_of("model.d_dropout=0.3", "model.d_bn=false", "model.minibatch_std=true",
+                 "data.size=32", "model.d_ch=8")
+    D = build_discriminator(cfg, [])
+    kinds = [type(m) for m in D.modules()]
+    assert kinds.count(nn.Dropout) == 3  # one per block (32 px: 3 blocks)
+    assert nn.BatchNorm2d not in kinds
+    assert MinibatchStd in kinds
+
+
+def test_minibatch_std_channel():
+    layer = MinibatchStd(group_size=4)
+    x = torch.randn(8, 5, 4, 4)
+    y = layer(x)
+    assert y.shape == (8, 6, 4, 4)
+    assert torch.equal(y[:, :5], x)
+    g0 = x[:4].std(dim=0, unbiased=False).mean()
+    assert torch.allclose(y[:4, 5], g0.expand(4, 4, 4), atol=1e-5)
+    same = layer(x[:1].expand(4, -1, -1, -1))
+    assert same[:, 5].abs().max() < 1e-3  # identical samples: no spread
+    assert layer(torch.randn(6, 2, 4, 4)).shape == (6, 3, 4, 4)  # group 3 divides 6
+
+
+def test_scores_depend_on_tags_only_when_conditional():
+    x = torch.randn(4, 3, 32, 32)
+    t1, t2 = tags_for(4), tags_for(4).roll(1, dims=0)
+    for cond, depends in (("none", False), ("spatial", True), ("dense", True),
+                          ("projection", True)):
+        cfg = cfg_of(f"model.cond={cond}", "data.size=32", "model.d_ch=8", "model.d_bn=false")
+        D = build_discriminator(cfg, GROUPS).eval()
+        with torch.no_grad():
+            same = torch.allclose(D(x, t1).score, D(x, t2).score)
+        assert same != depends, cond
+
+
+def test_features_are_the_flattened_trunk_output():
+    cfg = cfg_of("data.size=32", "model.d_ch=8", "model.minibatch_std=true")
+    D = build_discriminator(cfg, []).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(D(x).features, D.body(x).flatten(1))
+
+
+def test_channels_last_gives_the_same_outputs():
+    cfg = cfg_of("data.size=32", "model.d_ch=8", "model.g_ch=8", "model.cond=dense",
+                 "model.minibatch_std=true")
+    G, D = build_generator(cfg, K).eval(), build_discriminator(cfg, GROUPS).eval()
+    z, t = torch.randn(4, 100), tags_for(4)
+    with torch.no_grad():
+        x = G(z, t)
+        ref = D(x, t)
+        G2 = G.to(memory_format=torch.channels_last)
+        D2 = D.to(memory_format=torch.channels_last)
+        x2 = G2(z, t)
+        out = D2(x.contiguous(memory_format=torch.channels_last), t)
+    assert torch.allclose(x, x2, atol=1e-5)
+    assert torch.allclose(ref.score, out.score, atol=1e-4)
+    assert torch.allclose(ref.features, out.features, atol=1e-5)
+
+
+def test_conditional_models_need_tags():
+    cfg = cfg_of("model.cond=dense", "data.size=32", "model.g_ch=8")
+    with pytest.raises(ConfigError, match="model.cond"):
+        build_generator(cfg, 0)
+    with pytest.raises(ConfigError, match="model.cond"):
+        build_discriminator(cfg, [])
+    with pytest.raises(ValueError, match="tags"):
+        build_generator(cfg, K)(torch.randn(2, 100))
+
+
+def test_stargan_dispatch():
+    cfg = cfg_of("recipe=stargan", "model.arch=stargan", "data.size=32", "model.g_ch=8",
+                 "model.d_ch=8", "model.repeat_num=1", "model.d_repeat_num=2")
+    G, D = build_generator(cfg, 5), build_discriminator(cfg, [5])
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert G(x, torch.zeros(2, 5)).shape == x.shape
+    src, cls = D(x)
+    assert cls.shape == (2, 5)
+    assert src.shape[:2] == (2, 1)

@@ -1,0 +1,172 @@
+"""GanRecipe: phase steps on a tiny batch, the clipping hook, intervals, optimizers, samples."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+from trainer.config import ConfigError, load_config
+from trainer.data.vocab import mlds_vocab
+from trainer.losses import gradient_penalty
+from trainer.recipes.gan import GanRecipe, bare_forward
+
+VOCAB = mlds_vocab()
+TINY = ["data.size=32", "model.g_ch=8", "model.d_ch=8", "model.z_dim=16", "model.tag_embed=8",
+        "model.d_tag_embed=8", "model.d_hidden=16"]
+
+SETUPS = {
+    "dcgan": [],
+    "cgan_dense_hinge_sn": ["model.cond=dense", "loss.adv=hinge", "model.spectral_norm=true",
+                            "model.d_bn=false", "model.minibatch_std=true",
+                            "loss.matching_aware=true"],
+    "cgan_spatial_bce": ["model.cond=spatial", "loss.adv=bce", "loss.matching_aware=true"],
+    "projection_lsgan_l1_fm": ["model.cond=projection", "loss.adv=lsgan", "loss.l1=1.0",
+                               "loss.feature_matching=1.0", "model.arch=ml2020"],
+    "acgan_wgan_gp": ["model.cond=acgan", "loss.adv=wgan", "loss.gp=10", "model.d_bn=false"],
+    "wgan_clip": ["loss.adv=wgan", "loss.clip=0.01", "g_optim.name=rmsprop",
+                  "d_optim.name=rmsprop", "g_optim.lr=5e-5", "d_optim.lr=5e-5"],
+}
+
+
+def make(*overrides: str, vocab=VOCAB) -> GanRecipe:
+    return GanRecipe(load_config(None, TINY + list(overrides)), vocab, 32)
+
+
+def batch(b: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.stack([torch.randint(12, (b,), generator=g), torch.randint(10, (b,), generator=g)], 1)
+    return {"image": torch.rand(b, 3, 32, 32, generator=g) * 2 - 1,
+            "labels": torch.from_numpy(VOCAB.encode_indices(idx.numpy()))}
+
+
+def run_phase(recipe: GanRecipe, name: str, data) -> dict[str, torch.Tensor]:
+    phase = next(p for p in recipe.phases() if p.name == name)
+    for m in recipe.models.values():
+        m.zero_grad(set_to_none=True)
+    loss, logs = phase.step(data)
+    loss.backward()
+    recipe.optimizers[phase.model].step()
+    if phase.after is not None:
+        phase.after()
+    return logs
+
+
+@pytest.mark.parametrize("setup", sorted(SETUPS))
+def test_one_d_and_one_g_step_give_finite_losses(setup):
+    torch.manual_seed(0)
+    recipe = make(*SETUPS[setup])
+    D_before = [p.detach().clone() for p in recipe.models["D"].parameters()]
+    logs = run_phase(recipe, "D", batch())
+    assert any(not torch.equal(a, p) for a, p in zip(D_before, recipe.models["D"].parameters(),
+                                                     strict=True))
+    for k, v in logs.items():
+        assert v.dim() == 0 and not v.requires_grad and torch.isfinite(v), k
+    assert {"loss", "adv", "d_real", "d_fake"} <= logs.keys()
+    cfg = recipe.cfg
+    assert ("d_wrong" in logs) == cfg.loss.matching_aware
+    assert ("gp" in logs) == (cfg.loss.gp > 0)
+    assert ("aux" in logs) == (cfg.model.cond == "acgan")
+
+    logs = run_phase(recipe, "G", batch(seed=1))
+    for k, v in logs.items():
+        assert v.dim() == 0 and not v.requires_grad and torch.isfinite(v), k
+    assert all(p.grad is None for p in recipe.models["D"].parameters())  # G phase leaves D alone
+    assert all(p.grad is not None for p in recipe.models["G"].parameters())
+    assert all(p.requires_grad for p in recipe.models["D"].parameters())
+    if cfg.loss.l1:
+        assert {"l1", "fm"} <= logs.keys()
+
+
+def test_clip_hook_clips_every_d_weight():
+    recipe = make(*SETUPS["wgan_clip"])
+    d_phase = recipe.phases()[0]
+    with torch.no_grad():
+        for p in recipe.models["D"].parameters():
+            p.normal_(0, 1)
+    d_phase.after()
+    assert all(p.abs().max() <= 0.01 for p in recipe.models["D"].parameters())
+    assert make().phases()[0].after is None
+
+
+def test_phase_intervals_come_from_the_config():
+    d, g = make("d_every=2", "d_repeat=3", "g_every=5", "g_repeat=2").phases()
+    assert (d.name, d.model, d.every, d.repeat) == ("D", "D", 2, 3)
+    assert (g.name, g.model, g.every, g.repeat) == ("G", "G", 5, 2)
+
+
+def test_optimizers_follow_the_config():
+    r = make("g_optim.name=sgd", "g_optim.lr=0.01", "g_optim.momentum=0.9",
+             "d_optim.betas=[0.0,0.9]", "d_optim.lr=1e-4")
+    g, d = r.optimizers["G"], r.optimizers["D"]
+    assert isinstance(g, torch.optim.SGD) and isinstance(d, torch.optim.Adam)
+    assert g.param_groups[0]["lr"] == 0.01 and g.param_groups[0]["momentum"] == 0.9
+    assert d.param_groups[0]["betas"] == (0.0, 0.9) and d.param_groups[0]["lr"] == 1e-4
+    rms = make("d_optim.name=rmsprop").optimizers["D"]
+    assert isinstance(rms, torch.optim.RMSprop)
+    n_g = sum(p.numel() for p in r.models["G"].parameters())
+    assert sum(p.numel() for grp in g.param_groups for p in grp["params"]) == n_g
+
+
+def test_conditional_config_needs_a_tag_vocabulary():
+    with pytest.raises(ConfigError, match="model.cond"):
+        make("model.cond=dense", vocab=None)
+    assert make(vocab=None).models["G"].n_cond == 0
+
+
+def test_gradient_penalty_bypasses_an_autocast_patched_forward():
+    """Accelerate wraps forward in autocast; the recipe's penalty must stay fp32."""
+    recipe = make(*SETUPS["acgan_wgan_gp"])
+    D = recipe.models["D"]
+    real, fake = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
+    tags = batch()["labels"]
+
+    def gp(critic):
+        return gradient_penalty(critic, real, fake, generator=torch.Generator().manual_seed(0))
+
+    ref = gp(lambda x: D(x, tags).score)
+    original = type(D).forward
+
+    def autocast_forward(self, *a, **k):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return original(self, *a, **k)
+
+    D.forward = types.MethodType(autocast_forward, D)
+    lowp = gp(lambda x: D(x, tags).score)
+    fwd = bare_forward(torch.nn.DataParallel(D))  # wrappers are skipped too
+    exact = gp(lambda x: fwd(x, tags).score)
+    assert exact.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert lowp.item() != pytest.approx(ref.item(), rel=1e-5)  # the patch really lowers precision
+
+
+def test_fixed_inputs_are_deterministic_and_leave_the_global_rng_alone():
+    r = make("model.cond=dense")
+    state = torch.get_rng_state()
+    a, b = r.fixed_inputs(None, 64, seed=3), r.fixed_inputs(None, 64, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(a["z"], b["z"]) and torch.equal(a["tags"], b["tags"])
+    z, tags = a["z"].reshape(8, 8, -1), a["tags"].reshape(8, 8, -1)
+    assert torch.equal(z[0], z[5])  # each column one z
+    assert torch.equal(tags[:, 0], tags[:, 7])  # each row one tag combination
+    hair = tags[:, 0, :12].argmax(1)
+    assert hair.tolist() == list(range(8))  # hair colour cycles down the rows
+    assert not torch.equal(r.fixed_inputs(None, 64, seed=4)["z"], a["z"])
+    u = make().fixed_inputs(None, 10, seed=0)
+    assert set(u) == {"z"} and u["z"].shape == (10, 16)
+
+
+def test_sample_and_final_grids():
+    r = make("model.cond=dense")
+    G = r.models["G"]
+    G.train()
+    images, nrow = r.sample(G, r.fixed_inputs(None, 64, seed=0))
+    assert images.shape == (64, 3, 32, 32) and nrow == 8
+    assert images.dtype == torch.float32 and images.abs().max() <= 1
+    assert G.training  # mode restored
+    grids = r.final_grids(G, None, seed=0)
+    same_tags, n1 = grids["same_tags_different_noise"]
+    same_noise, n2 = grids["same_noise_different_tags"]
+    assert same_tags.shape == (64, 3, 32, 32) and n1 == 8
+    assert same_noise.shape == (8 * 12, 3, 32, 32) and n2 == 12
+    assert make().final_grids(make().models["G"], None, seed=0) == {}

@@ -1,0 +1,163 @@
+"""The training entry point on tiny settings: run folder, resume, NaN stop, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from trainer import train
+from trainer.runs import latest_checkpoint, load_generator
+
+TINY = ["data.size=32", "batch_size=8", "model.g_ch=16", "model.d_ch=16", "log_every=2",
+        "sample_every=4", "ckpt_every=4", "n_samples=16", "mixed_precision=no"]
+
+
+def run_train(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {"TAGFACE_NO_BAR": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    import os
+
+    env.update({k: v for k, v in os.environ.items() if k.startswith(("TAGFACE_", "HOME",
+                                                                       "VIRTUAL_ENV"))})
+    return subprocess.run([sys.executable, "-m", "trainer.train", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=600)
+
+
+def states_equal(a: dict, b: dict) -> list[str]:
+    return [k for k in a if not torch.equal(a[k], b[k])]
+
+
+@pytest.fixture(scope="module")
+def short_run(avatar_dir, tmp_path_factory):
+    """One tiny cGAN run of 8 steps, shared by the checks below."""
+    run = tmp_path_factory.mktemp("runs") / "cgan"
+    res = run_train(["--config", "cgan_avatars", "--run-dir", str(run), f"data.path={avatar_dir}",
+                     "steps=8", *TINY])
+    assert res.returncode == 0, res.stderr[-3000:]
+    return run, res
+
+
+def test_run_folder_contents(short_run):
+    run, res = short_run
+    for name in ("config.yaml", "vocab.json", "metrics.jsonl", "world.json", "progress.png",
+                 "losses.png", "samples/step_00000004.png", "samples/step_00000008.png"):
+        assert (run / name).is_file(), name
+    ckpt = latest_checkpoint(run)
+    assert ckpt is not None and ckpt.name == "step_00000008"
+    assert (ckpt / "g_ema.safetensors").is_file()
+    assert list(ckpt.glob("*.safetensors")), "accelerate weights are safetensors"
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4, 6, 8]
+    assert all(np.isfinite(r["D/loss"]) and np.isfinite(r["G/loss"]) for r in rows)
+    assert json.loads((run / "world.json").read_text())["world_size"] == 1
+    vocab = json.loads((run / "vocab.json").read_text())
+    assert [g["name"] for g in vocab["groups"]] == ["hair", "eyes"]
+
+
+def test_samples_change_and_are_not_constant(short_run):
+    run, _ = short_run
+    first = np.asarray(Image.open(run / "samples/step_00000004.png"), dtype=np.float32)
+    last = np.asarray(Image.open(run / "samples/step_00000008.png"), dtype=np.float32)
+    assert first.shape == last.shape
+    assert np.abs(first - last).mean() > 1.0, "samples did not change during training"
+    g = load_generator(run)
+    z = torch.randn(16, g.config.model.z_dim, generator=torch.Generator().manual_seed(1))
+    tags = torch.zeros(16, g.vocab.n_tags)
+    tags[:, 0] = 1
+    tags[:, 12] = 1
+    out = g.model(z, tags)
+    assert out.shape == (16, 3, 32, 32)
+    assert out.std(dim=0).mean() > 1e-3, "every noise vector gives the same image"
+
+
+def test_existing_run_needs_resume(short_run, avatar_dir):
+    run, _ = short_run
+    res = run_train(["--config", "cgan_avatars", "--run-dir", str(run),
+                     f"data.path={avatar_dir}", "steps=8", *TINY])
+    assert res.returncode == 2
+    assert "--resume auto" in res.stderr
+
+
+def test_resume_rejects_changed_config(short_run, avatar_dir):
+    run, _ = short_run
+    res = run_train(["--config", "cgan_avatars", "--run-dir", str(run), "--resume", "auto",
+                     f"data.path={avatar_dir}", "steps=8", *TINY, "loss.adv=hinge"])
+    assert res.returncode == 2
+    assert "loss.adv" in res.stderr
+
+
+def test_resume_equals_uninterrupted(avatar_dir, tmp_path):
+    """8 steps straight == 4 steps, stop, resume to 8: identical weights, EMA and optimizer."""
+    common = ["--config", "wgan_gp_avatars", f"data.path={avatar_dir}", *TINY, "g_every=2",
+              "ckpt_every=4"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run_train([*common, "--run-dir", str(a), "steps=8"]).returncode == 0
+    assert run_train([*common, "--run-dir", str(b), "steps=4"]).returncode == 0
+    res = run_train([*common, "--run-dir", str(b), "--resume", "auto", "steps=8"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resumed from" in res.stdout + res.stderr
+    ca, cb = latest_checkpoint(a), latest_checkpoint(b)
+    assert ca.name == cb.name == "step_00000008"
+    for f in ("g_ema.safetensors", "model.safetensors", "model_1.safetensors"):
+        diff = states_equal(load_file(ca / f), load_file(cb / f))
+        assert not diff, f"{f} differs after resume: {diff[:3]}"
+    opt_a = torch.load(ca / "optimizer.bin", weights_only=True)
+    opt_b = torch.load(cb / "optimizer.bin", weights_only=True)
+    for k, st in opt_a["state"].items():
+        assert torch.equal(st["exp_avg"], opt_b["state"][k]["exp_avg"])
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(avatar_dir, tmp_path, monkeypatch):
+    from trainer.recipes.gan import GanRecipe
+
+    original = GanRecipe.phases
+    calls = {"D": 0}
+
+    def poisoned(self):
+        phases = original(self)
+        d = phases[0]
+        step = d.step
+
+        def bad_step(batch):
+            calls["D"] += 1
+            loss, scalars = step(batch)
+            return (loss * float("nan") if calls["D"] >= 6 else loss), scalars
+
+        d.step = bad_step
+        return phases
+
+    monkeypatch.setattr(GanRecipe, "phases", poisoned)
+    monkeypatch.setenv("TAGFACE_NO_BAR", "1")
+    run = tmp_path / "nan"
+    rc = train.main(["--config", "cgan_avatars", "--run-dir", str(run),
+                     f"data.path={avatar_dir}", "steps=12", *TINY])
+    assert rc == 3
+    ckpt = latest_checkpoint(run)
+    assert ckpt is not None and ckpt.name == "step_00000004", "last good checkpoint kept"
+    g = load_generator(run)
+    assert all(torch.isfinite(p).all() for p in g.model.parameters())
+
+
+def test_dry_run_prints_config(avatar_dir, capsys):
+    assert train.main(["--config", "cgan_avatars", "--dry-run", "steps=3"]) == 0
+    out = capsys.readouterr().out
+    assert "steps: 3" in out and "cond:" in out
+
+
+def test_bad_inputs_are_named(tmp_path, capsys):
+    assert train.main(["--config", "cgan_avatars", "--run-dir", str(tmp_path / "r"),
+                       "model.cond=magic"]) == 2
+    assert "model.cond" in capsys.readouterr().err
+    assert train.main(["--config", "nope"]) == 2
+    assert "presets are" in capsys.readouterr().err
+    res = run_train(["--config", "cgan_avatars", "--run-dir", str(tmp_path / "r2"),
+                     f"data.path={tmp_path / 'missing'}", *TINY])
+    assert res.returncode == 2
+    assert "missing" in res.stdout + res.stderr

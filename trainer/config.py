@@ -1,0 +1,226 @@
+"""Typed training configuration: named presets plus ``key=value`` overrides.
+
+Parse -> build & validate -> run: ``load_config`` merges the defaults below, a
+preset (trainer/configs/NAME.yaml) or a YAML file, and dotted overrides, then
+validates values. An unknown key or a bad value raises ConfigError naming it.
+The resolved config is written to the run folder as config.yaml.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config key or value that cannot be used; the message names it."""
+
+
+@dataclass
+class DataConfig:
+    path: str = "data/avatars"  # dataset folder (format auto-detected)
+    format: str = "auto"  # auto | avatars | adl | mlds | cartoon | cartoonset | celeba | folder
+    size: int = 64  # training resolution (square)
+    cache_dir: str = ""  # uint8 cache; "" = $TAGFACE_CACHE or ~/.cache/tagface
+    flip: bool = True  # random horizontal flips
+    attrs: list[str] = field(default_factory=list)  # StarGAN domains / CelebA attributes to use
+    mlds_strict: bool = True  # MLDS: keep only images with exactly one hair and one eye tag
+    limit: int = 0  # use at most this many images (0 = all)
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "dcgan"  # dcgan | ml2020 | stargan
+    z_dim: int = 100  # noise size
+    g_ch: int = 64  # generator width (channels of the last hidden layer)
+    d_ch: int = 64  # discriminator width (channels of the first layer)
+    tag_embed: int = 64  # G tag projection Linear->BN->LeakyReLU width (0: raw one-hot)
+    cond: str = "none"  # D conditioning: none | spatial | dense | projection | acgan
+    d_tag_embed: int = 64  # D tag projection width for spatial / dense conditioning (0: raw one-hot)
+    d_hidden: int = 256  # D hidden dense width: dense head; ACGAN classifier heads (report 004: 128)
+    spectral_norm: bool = False  # spectral norm on every D weight
+    d_dropout: float = 0.0  # dropout after each D block
+    d_bn: bool = True  # BatchNorm in D (off for WGAN-GP and SN)
+    minibatch_std: bool = False  # minibatch standard deviation feature before D's head
+    repeat_num: int = 6  # StarGAN: residual blocks in G
+    d_repeat_num: int = 6  # StarGAN: stride-2 convs in D
+    norm_stats: str = "running"  # StarGAN inference InstanceNorm statistics: running | instance
+
+
+@dataclass
+class LossConfig:
+    adv: str = "ns"  # bce (minimax) | ns (non-saturating) | wgan | lsgan | hinge
+    gp: float = 0.0  # gradient penalty weight (WGAN-GP: 10), computed in fp32
+    clip: float = 0.0  # WGAN weight clipping bound for D (0 = off)
+    matching_aware: bool = False  # add the (real image, wrong tags) case to D
+    wrong_weight: float = 1.0  # weight of that case
+    aux: float = 1.0  # ACGAN auxiliary classification weight (D and G)
+    l1: float = 0.0  # G: L1 between fake and real images of the same tags (report 000)
+    feature_matching: float = 0.0  # G: L2 between mean D features of real and fake
+    lambda_cls: float = 1.0  # StarGAN domain classification
+    lambda_rec: float = 10.0  # StarGAN cycle reconstruction
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"  # adam | sgd | rmsprop
+    lr: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # Adam
+    momentum: float = 0.0  # SGD / RMSprop
+    weight_decay: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    name: str = "default"  # preset name (informational)
+    recipe: str = "gan"  # gan | stargan
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    g_optim: OptimConfig = field(default_factory=OptimConfig)
+    d_optim: OptimConfig = field(default_factory=OptimConfig)
+    batch_size: int = 64  # per process
+    steps: int = 1000  # training iterations (one real batch each)
+    minutes: float = 0.0  # also stop after this wall time (0 = no limit); resumable
+    d_every: int = 1  # D phase runs on every k-th iteration
+    d_repeat: int = 1  # D steps per iteration (each on its own batch)
+    g_every: int = 1  # G phase runs on every k-th iteration (n_critic 5: g_every=5)
+    g_repeat: int = 1  # G steps per iteration (G:D 2:1: g_repeat=2)
+    lr_decay_start: int = 0  # linear lr decay to 0 from this step to the end (0 = off)
+    ema: float = 0.999  # EMA decay of the generator copy used for samples and export
+    ema_start: int = 0  # copy G into EMA until this step
+    mixed_precision: str = "auto"  # auto (launcher decides) | no | fp16 | bf16
+    channels_last: bool = True  # NHWC memory format (faster convs on CPU and tensor cores)
+    seed: int = 0
+    log_every: int = 50
+    sample_every: int = 500
+    ckpt_every: int = 1000
+    keep_ckpts: int = 2  # older checkpoints are deleted
+    n_samples: int = 64  # fixed samples in each progress grid
+    eval_every: int = 0  # optional in-training evaluation (0 = off)
+    workers: int = 0  # DataLoader workers (the uint8 cache rarely needs any)
+
+
+ENUMS: dict[str, tuple[str, ...]] = {
+    "recipe": ("gan", "stargan"),
+    "data.format": ("auto", "avatars", "adl", "mlds", "cartoon", "cartoonset", "celeba",
+                    "folder"),
+    "model.arch": ("dcgan", "ml2020", "stargan"),
+    "model.cond": ("none", "spatial", "dense", "projection", "acgan"),
+    "model.norm_stats": ("running", "instance"),
+    "loss.adv": ("bce", "ns", "wgan", "lsgan", "hinge"),
+    "g_optim.name": ("adam", "sgd", "rmsprop"),
+    "d_optim.name": ("adam", "sgd", "rmsprop"),
+    "mixed_precision": ("auto", "no", "fp16", "bf16"),
+}
+
+POSITIVE = ("data.size", "batch_size", "steps", "d_every", "d_repeat", "g_every", "g_repeat",
+            "log_every", "sample_every", "ckpt_every", "keep_ckpts", "n_samples",
+            "model.z_dim", "model.g_ch", "model.d_ch", "g_optim.lr", "d_optim.lr")
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _preset_or_file(name: str) -> DictConfig:
+    path = Path(name)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"--config {name!r}: no such preset or YAML file; presets are "
+                          f"{', '.join(list_presets())}")
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as e:  # yaml.YAMLError carries the line number
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path}: expected a mapping of config keys")
+    if "name" not in loaded:
+        loaded.name = path.stem
+    return loaded
+
+
+def load_config(config: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Defaults <- preset or YAML <- ``key=value`` overrides; validated."""
+    base = OmegaConf.structured(TrainConfig)
+    layers: list[DictConfig] = []
+    if config:
+        layers.append(_preset_or_file(config))
+    for o in overrides or []:
+        if "=" not in o:
+            raise ConfigError(f"override {o!r}: expected key=value, e.g. steps=200")
+    try:
+        if overrides:
+            layers.append(OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(base, *layers)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or ""
+        src = f" (in {config})" if config else ""
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"config key {key!r}{src}: {first}") from None
+    cfg: TrainConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    validate(cfg)
+    return cfg
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Check values that types alone cannot; raise ConfigError naming the key."""
+    for key, allowed in ENUMS.items():
+        value = _get(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r}: expected one of {', '.join(allowed)}")
+    for key in POSITIVE:
+        if not _get(cfg, key) > 0:
+            raise ConfigError(f"{key}={_get(cfg, key)!r}: must be > 0")
+    if cfg.data.size not in (32, 64, 128, 256):
+        raise ConfigError(f"data.size={cfg.data.size}: expected 32, 64, 128 or 256")
+    if cfg.recipe == "stargan" and cfg.model.arch != "stargan":
+        raise ConfigError(f"model.arch={cfg.model.arch!r}: recipe=stargan needs model.arch=stargan")
+    if cfg.recipe == "gan" and cfg.model.arch == "stargan":
+        raise ConfigError("model.arch='stargan' needs recipe=stargan")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise ConfigError(f"ema={cfg.ema}: expected 0 <= ema < 1")
+    for key in ("g_optim.betas", "d_optim.betas"):
+        betas = _get(cfg, key)
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ConfigError(f"{key}={list(betas)}: expected two numbers in [0, 1)")
+    if not 0.0 <= cfg.model.d_dropout < 1.0:
+        raise ConfigError(f"model.d_dropout={cfg.model.d_dropout}: expected 0 <= p < 1")
+    if cfg.loss.gp < 0 or cfg.loss.clip < 0:
+        raise ConfigError("loss.gp and loss.clip must be >= 0")
+    if cfg.loss.matching_aware and cfg.model.cond in ("none", "acgan"):
+        raise ConfigError(f"loss.matching_aware needs a conditional D (model.cond is "
+                          f"{cfg.model.cond!r}; use spatial, dense or projection)")
+
+
+def to_yaml(cfg: TrainConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def config_sha256(cfg: TrainConfig) -> str:
+    """Hash of the resolved config, recorded in checkpoints and ONNX metadata."""
+    return hashlib.sha256(to_yaml(cfg).encode()).hexdigest()
+
+
+def load_run_config(path: str | Path) -> TrainConfig:
+    """Read a run folder's config.yaml (or the file itself), validated."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no config.yaml; is this a tagface run folder?")
+    return load_config(str(path))

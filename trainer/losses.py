@@ -1,0 +1,228 @@
+"""GAN losses on discriminator logits: adversarial registry, gradient penalty, conditional terms.
+
+Every adversarial loss splits the D loss into a term for samples D should call
+real and one for samples it should call fake, so the matching-aware loss (a
+real image with wrong tags counts as fake) works with each of them. Adding a
+loss is one class here and one line in ``ADVERSARIAL``; nothing else branches
+on loss names. All terms are computed in fp32 from logits (softplus, never
+log(sigmoid)), so they stay finite under bf16/fp16 autocast.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def _f32(x: torch.Tensor) -> torch.Tensor:
+    return x.float()
+
+
+class AdversarialLoss:
+    """D minimises ``d_real(real) + d_fake(fake)``; G minimises ``g_loss(fake)``."""
+
+    def d_real(self, scores: torch.Tensor) -> torch.Tensor:
+        """Loss for logits D should call real."""
+        raise NotImplementedError
+
+    def d_fake(self, scores: torch.Tensor) -> torch.Tensor:
+        """Loss for logits D should call fake."""
+        raise NotImplementedError
+
+    def g_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def d_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+        return self.d_real(real_scores) + self.d_fake(fake_scores)
+
+
+class MinimaxBCE(AdversarialLoss):
+    """Goodfellow et al. 2014: D maximises log D(x) + log(1 - D(G(z))); G minimises log(1 - D(G(z)))."""
+
+    def d_real(self, scores):
+        return F.softplus(-_f32(scores)).mean()  # -log sigmoid(s)
+
+    def d_fake(self, scores):
+        return F.softplus(_f32(scores)).mean()  # -log(1 - sigmoid(s))
+
+    def g_loss(self, fake_scores):
+        return -F.softplus(_f32(fake_scores)).mean()  # log(1 - sigmoid(s))
+
+
+class NonSaturatingBCE(MinimaxBCE):
+    """The practical variant (report 001 tip 2): G maximises log D(G(z))."""
+
+    def g_loss(self, fake_scores):
+        return F.softplus(-_f32(fake_scores)).mean()  # -log sigmoid(s)
+
+
+class Wasserstein(AdversarialLoss):
+    """WGAN (Arjovsky et al. 2017): critic maximises E[D(x)] - E[D(G(z))]; add clipping or GP."""
+
+    def d_real(self, scores):
+        return -_f32(scores).mean()
+
+    def d_fake(self, scores):
+        return _f32(scores).mean()
+
+    def g_loss(self, fake_scores):
+        return -_f32(fake_scores).mean()
+
+
+class LeastSquares(AdversarialLoss):
+    """LSGAN (Mao et al. 2017), a=0, b=c=1: 1/2 E[(D(x)-1)^2] + 1/2 E[D(G(z))^2]."""
+
+    def d_real(self, scores):
+        return 0.5 * (_f32(scores) - 1).square().mean()
+
+    def d_fake(self, scores):
+        return 0.5 * _f32(scores).square().mean()
+
+    def g_loss(self, fake_scores):
+        return 0.5 * (_f32(fake_scores) - 1).square().mean()
+
+
+class Hinge(AdversarialLoss):
+    """Hinge loss (Lim & Ye 2017; SNGAN, BigGAN): E[relu(1-D(x))] + E[relu(1+D(G(z)))]."""
+
+    def d_real(self, scores):
+        return F.relu(1 - _f32(scores)).mean()
+
+    def d_fake(self, scores):
+        return F.relu(1 + _f32(scores)).mean()
+
+    def g_loss(self, fake_scores):
+        return -_f32(fake_scores).mean()
+
+
+ADVERSARIAL: dict[str, AdversarialLoss] = {
+    "bce": MinimaxBCE(),
+    "ns": NonSaturatingBCE(),
+    "wgan": Wasserstein(),
+    "lsgan": LeastSquares(),
+    "hinge": Hinge(),
+}
+
+
+def gradient_penalty(
+    critic: Callable[[torch.Tensor], torch.Tensor],  # x [B, ...] -> scores [B]; must stay fp32
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    generator: torch.Generator | None = None,  # for the interpolation weights
+    target: float = 1.0,  # the norm the penalty pulls towards (WGAN-GP: 1)
+) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): E[(||grad_x D(x_hat)||_2 - target)^2].
+
+    ``x_hat`` lies uniformly on the line between paired real and fake samples.
+    Computed in fp32 with autocast disabled; ``critic`` must not re-enable it
+    (pass the bare forward of the model, not an autocast-wrapped one). The
+    graph is kept so the penalty's gradient reaches D's weights. Plain
+    ``autograd.grad`` is right under DDP when the loop all-reduces gradients
+    itself (no reducer hooks fire on the inner gradient).
+    """
+    with torch.autocast(real.device.type, enabled=False):
+        real, fake = real.detach().float(), fake.detach().float()
+        alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), generator=generator,
+                           device=real.device if generator is None else generator.device)
+        alpha = alpha.to(real.device)
+        x_hat = torch.lerp(fake, real, alpha).requires_grad_(True)  # alpha*real + (1-alpha)*fake
+        scores = critic(x_hat).float()
+        (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+        norm = grad.flatten(1).norm(2, dim=1)  # [B]
+        return (norm - target).square().mean()
+
+
+def matching_aware_d_loss(
+    adv: AdversarialLoss,
+    real_right: torch.Tensor,  # scores of (real image, its tags)
+    real_wrong: torch.Tensor,  # scores of (real image, wrong tags)
+    fake_right: torch.Tensor,  # scores of (fake image, the tags it was drawn for)
+    wrong_weight: float = 1.0,
+) -> torch.Tensor:
+    """The three-case conditional D loss (reports 001/002; GAN-CLS, Reed et al. 2016).
+
+    ``d_real(real_right) + (d_fake(fake_right) + w * d_fake(real_wrong)) / (1 + w)``:
+    both kinds of mismatch count as fake, averaged so the real and the fake
+    side keep equal weight (w = 1 is Reed et al.'s 1/2 + 1/2).
+    """
+    neg = (adv.d_fake(fake_right) + wrong_weight * adv.d_fake(real_wrong)) / (1.0 + wrong_weight)
+    return adv.d_real(real_right) + neg
+
+
+def group_indices(labels: torch.Tensor, group_sizes: Sequence[int]) -> torch.Tensor:
+    """Per-group arg-max of concatenated one-hots: [B, K] -> long [B, n_groups]; -1 if a group is empty."""
+    out = []
+    for chunk in labels.split(list(group_sizes), dim=1):
+        idx = chunk.argmax(dim=1)
+        out.append(torch.where(chunk.amax(dim=1) > 0, idx, torch.full_like(idx, -1)))
+    return torch.stack(out, dim=1)
+
+
+def wrong_tags(
+    labels: torch.Tensor,  # [B, K] concatenated one-hots (the right tags)
+    group_sizes: Sequence[int],
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Wrong tags drawn uniformly from the vocabulary (report 002), never equal to the right ones.
+
+    Each row gets a combination drawn uniformly from all combinations except its
+    own (a uniform draw over the vocabulary, redrawn in one step if it hit the
+    right one), so every group's tag is close to uniform and the rare tags of
+    a skewed dataset are used as often as common ones. A row with an untagged
+    group has no right combination to avoid and draws from all of them.
+    """
+    sizes = list(group_sizes)
+    total = math.prod(sizes)
+    if total < 2:
+        raise ValueError(f"tag groups {sizes}: need at least two tag combinations for wrong tags")
+    b, device = labels.shape[0], labels.device
+    right = group_indices(labels, sizes)  # [B, G]
+    tagged = (right >= 0).all(dim=1)
+    code = torch.zeros(b, dtype=torch.long, device=device)
+    for gi, n in enumerate(sizes):  # mixed-radix code of the right combination
+        code = code * n + right[:, gi].clamp(min=0)
+    gdev = generator.device if generator is not None else device
+    r = torch.randint(0, total, (b,), generator=generator, device=gdev).to(device)
+    r_other = torch.randint(0, total - 1, (b,), generator=generator, device=gdev).to(device)
+    r_other = r_other + (r_other >= code).long()  # uniform over the other total-1 combinations
+    r = torch.where(tagged, r_other, r)
+    out = torch.zeros_like(labels)
+    offsets = [0]
+    for n in sizes[:-1]:
+        offsets.append(offsets[-1] + n)
+    for gi in reversed(range(len(sizes))):
+        idx = r % sizes[gi]
+        r = r // sizes[gi]
+        out[torch.arange(b, device=device), offsets[gi] + idx] = 1
+    return out
+
+
+def aux_loss(
+    logits: Sequence[torch.Tensor],  # one [B, n_g] tensor per tag group
+    labels: torch.Tensor,  # [B, K] concatenated one-hots
+    group_sizes: Sequence[int],
+) -> torch.Tensor:
+    """Auxiliary classification (ACGAN, report 004): sum over groups of cross-entropy.
+
+    Rows whose group is untagged (all zeros) are ignored for that group.
+    """
+    target = group_indices(labels, group_sizes)
+    total = labels.new_zeros((), dtype=torch.float32)
+    for gi, lg in enumerate(logits):
+        t = target[:, gi]
+        if (t >= 0).any():
+            total = total + F.cross_entropy(lg.float(), t, ignore_index=-1)
+    return total
+
+
+def l1_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """G's extra L1 to real images of the same tags (report 000, after Text-to-Image-Synthesis)."""
+    return (fake.float() - real.float()).abs().mean()
+
+
+def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
+    """G's feature matching (Salimans et al. 2016; report 000): ||E f(real) - E f(fake)||^2 / F."""
+    return (real_features.detach().float().mean(0) - fake_features.float().mean(0)).square().mean()

@@ -1,0 +1,80 @@
+"""What a recipe gives the training loop: networks, optimizers and phases.
+
+A phase is one optimizer update: D, G, a D regulariser... The loop runs the
+phases of every iteration in order, each on its interval, and owns everything
+else (devices, DDP, precision, EMA, checkpoints, logging). n_critic = 5 is
+``Phase("G", every=5)``; G:D = 2:1 is ``Phase("G", repeat=2)``; WGAN weight
+clipping is the ``after`` hook of the D phase. The loop never branches on the
+loss or the recipe name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+Batch = dict[str, torch.Tensor]  # "image": float [B,3,H,W] in [-1,1]; "labels": [B,K]
+StepResult = tuple[torch.Tensor, dict[str, torch.Tensor]]  # loss to minimise, scalars to log
+
+
+@dataclass
+class Phase:
+    name: str  # "D", "G", ...: prefix of the logged scalars
+    model: str  # key of Recipe.models (and Recipe.optimizers) this phase trains
+    step: Callable[[Batch], StepResult]  # forward + loss; the loop does backward and step
+    every: int = 1  # run on iterations where step % every == 0
+    repeat: int = 1  # times per iteration; each repeat after the first draws a new batch
+    after: Callable[[], None] | None = None  # after the optimizer step, e.g. weight clipping
+
+
+class Recipe:
+    """Base class: subclasses fill models / optimizers and say how to sample.
+
+    The loop replaces ``self.models[k]`` with its prepared (device, DDP) version
+    before calling any phase, so step functions must read ``self.models[k]``
+    at call time. ``self.accelerator`` is set by the loop too.
+    """
+
+    models: dict[str, nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    ema_of: str = "G"  # the loop keeps an EMA copy of this model; samples and export use it
+    accelerator = None
+
+    def fp32(self, name: str) -> Callable[..., object]:
+        """``models[name]`` called in fp32 with autocast off, e.g. for the gradient penalty.
+
+        Accelerate wraps a prepared model's forward in autocast; this calls the
+        original forward of the underlying module instead (no DDP hooks: the
+        loop synchronises gradients itself).
+        """
+        model = self.models[name]
+        if self.accelerator is not None:
+            model = self.accelerator.unwrap_model(model)
+        forward = model.__dict__.get("_original_forward", model.forward)
+        device_type = next(model.parameters()).device.type
+
+        def call(*args, **kwargs):
+            with torch.autocast(device_type=device_type, enabled=False):
+                return forward(*args, **kwargs)
+
+        return call
+
+    def phases(self) -> list[Phase]:
+        raise NotImplementedError
+
+    def fixed_inputs(self, dataset, n: int, seed: int) -> dict[str, torch.Tensor]:
+        """Inputs for the progress grid, fixed for the whole run (z and tags, or real images)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, G: nn.Module, fixed: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """Images in [-1, 1] for the progress grid from the EMA generator, and the grid's nrow."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def final_grids(self, G: nn.Module, dataset, seed: int) -> dict[str, tuple[torch.Tensor, int]]:
+        """Extra named grids written at the end of a run (e.g. same tags, different noise)."""
+        return {}

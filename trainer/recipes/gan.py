@@ -1,0 +1,262 @@
+"""The DCGAN family as a recipe: G and D, their optimizers, and the D and G phases.
+
+One recipe covers every non-StarGAN preset; what differs between DCGAN, WGAN,
+WGAN-GP, LSGAN, hinge/SNGAN, cGAN and ACGAN is data in the config: the
+adversarial loss object (``trainer.losses.ADVERSARIAL``), the D conditioning
+head, the penalty and auxiliary weights, and the phase intervals.
+
+Choices, documented:
+
+- G draws fakes for the tags of the real batch it is given, in both phases.
+  The fakes then share the real tag distribution, so a conditional D cannot
+  call a sample fake just for carrying a rare combination. Wrong tags for the
+  matching-aware loss, in contrast, are drawn uniformly from the vocabulary
+  (report 002: its data was half untagged and heavily skewed).
+- The ACGAN classifier is trained on real images only and G is trained to make
+  its fakes classified as their tags (report 004; adding the fake-image
+  classification to D crashed G there).
+- D is never updated in the G phase: its weights stop requiring gradients
+  while G's loss is built, which also saves their backward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from trainer.config import ConfigError, OptimConfig, TrainConfig
+from trainer.data.vocab import Vocab
+from trainer.losses import (
+    ADVERSARIAL,
+    aux_loss,
+    feature_matching_loss,
+    gradient_penalty,
+    l1_loss,
+    matching_aware_d_loss,
+    wrong_tags,
+)
+from trainer.models import build_discriminator, build_generator, is_conditional
+from trainer.recipes.base import Batch, Phase, Recipe, StepResult
+
+
+def build_optimizer(params, oc: OptimConfig) -> torch.optim.Optimizer:
+    """Adam / SGD / RMSprop from an OptimConfig; fused kernels where torch has them."""
+    params = list(params)
+    common = {"lr": oc.lr, "weight_decay": oc.weight_decay}
+    if oc.name == "adam":
+        cls, kw = torch.optim.Adam, {"betas": tuple(oc.betas)}
+    elif oc.name == "sgd":
+        cls, kw = torch.optim.SGD, {"momentum": oc.momentum}
+    elif oc.name == "rmsprop":
+        return torch.optim.RMSprop(params, momentum=oc.momentum, foreach=True, **common)
+    else:
+        raise ConfigError(f"optimizer name {oc.name!r}: expected adam, sgd or rmsprop")
+    try:
+        return cls(params, fused=True, **kw, **common)
+    except (RuntimeError, TypeError):  # an older torch or an unsupported device
+        return cls(params, foreach=True, **kw, **common)
+
+
+def bare_forward(module: nn.Module) -> Callable:
+    """The class ``forward`` of the innermost module, bound to it.
+
+    Skips DDP / DataParallel / torch.compile wrappers and any instance-level
+    forward patch (Accelerate wraps ``forward`` in autocast for mixed
+    precision), so the caller decides the precision. Used for the fp32
+    gradient penalty; valid because the loop all-reduces gradients itself.
+    """
+    m = module
+    while True:
+        if isinstance(m, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            m = m.module
+        elif isinstance(getattr(m, "_orig_mod", None), nn.Module):
+            m = m._orig_mod
+        else:
+            return type(m).forward.__get__(m)
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Parameters of ``module`` stop requiring grad while the graph is built inside.
+
+    Gradients still flow through the module to its inputs; its weights get none
+    (and their backward is skipped) even though the flag is restored on exit.
+    """
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in flags:
+            p.requires_grad_(f)
+
+
+class GanRecipe(Recipe):
+    """Networks, optimizers and phases of the DCGAN family (see the module docstring)."""
+
+    def __init__(self, cfg: TrainConfig, vocab: Vocab | None, image_size: int):
+        if image_size != cfg.data.size:
+            raise ConfigError(f"data.size={cfg.data.size} but the dataset images are "
+                              f"{image_size} px")
+        self.cfg = cfg
+        self.conditional = is_conditional(cfg)
+        if self.conditional and not isinstance(vocab, Vocab):
+            raise ConfigError(f"model.cond={cfg.model.cond!r} needs a dataset with tag groups "
+                              f"(hair, eyes, ...); this one has "
+                              f"{'none' if vocab is None else type(vocab).__name__}")
+        self.vocab = vocab if self.conditional else None
+        self.group_sizes: list[int] = vocab.group_sizes if self.conditional else []
+        self.adv = ADVERSARIAL[cfg.loss.adv]
+        G = build_generator(cfg, sum(self.group_sizes))
+        D = build_discriminator(cfg, self.group_sizes)
+        self.models = {"G": G, "D": D}
+        self.optimizers = {"G": build_optimizer(G.parameters(), cfg.g_optim),
+                           "D": build_optimizer(D.parameters(), cfg.d_optim)}
+
+    def phases(self) -> list[Phase]:
+        c = self.cfg
+        return [
+            Phase("D", "D", self.d_step, every=c.d_every, repeat=c.d_repeat,
+                  after=self.clip_d if c.loss.clip > 0 else None),
+            Phase("G", "G", self.g_step, every=c.g_every, repeat=c.g_repeat),
+        ]
+
+    # -- phases ---------------------------------------------------------------
+    def _inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        real, labels = batch["image"], batch["labels"]
+        tags = labels.to(real.dtype) if self.conditional else None
+        return real, labels, tags
+
+    def _noise(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        return torch.randn(n, self.cfg.model.z_dim, device=like.device)
+
+    def d_step(self, batch: Batch) -> StepResult:
+        """D on (real, right tags), optionally (real, wrong tags), and (fake, right tags)."""
+        G, D, lc = self.models["G"], self.models["D"], self.cfg.loss
+        real, labels, tags = self._inputs(batch)
+        with torch.no_grad():
+            fake = G(self._noise(real.shape[0], real), tags)
+        out_real = D(real, tags)
+        out_fake = D(fake, tags)
+        logs: dict[str, torch.Tensor] = {"d_real": out_real.score.detach().float().mean(),
+                                         "d_fake": out_fake.score.detach().float().mean()}
+        if lc.matching_aware:
+            out_wrong = D(real, wrong_tags(labels, self.group_sizes).to(real.dtype))
+            loss = matching_aware_d_loss(self.adv, out_real.score, out_wrong.score,
+                                         out_fake.score, lc.wrong_weight)
+            logs["d_wrong"] = out_wrong.score.detach().float().mean()
+        else:
+            loss = self.adv.d_loss(out_real.score, out_fake.score)
+        logs["adv"] = loss.detach()
+        if lc.gp > 0:
+            forward = bare_forward(D)
+            gp = gradient_penalty(lambda x: forward(x, tags).score, real, fake)
+            loss = loss + lc.gp * gp
+            logs["gp"] = gp.detach()
+        if out_real.aux is not None and lc.aux > 0:
+            aux = aux_loss(out_real.aux, labels, self.group_sizes)
+            loss = loss + lc.aux * aux
+            logs["aux"] = aux.detach()
+        logs["loss"] = loss.detach()
+        return loss, logs
+
+    def g_step(self, batch: Batch) -> StepResult:
+        """G makes D call its fakes real; plus ACGAN, L1 and feature-matching terms if set."""
+        G, D, lc = self.models["G"], self.models["D"], self.cfg.loss
+        real, labels, tags = self._inputs(batch)
+        fake = G(self._noise(real.shape[0], real), tags)
+        with frozen(D):
+            out = D(fake, tags)
+        loss = self.adv.g_loss(out.score)
+        logs: dict[str, torch.Tensor] = {"adv": loss.detach(),
+                                         "d_fake": out.score.detach().float().mean()}
+        if out.aux is not None and lc.aux > 0:
+            aux = aux_loss(out.aux, labels, self.group_sizes)
+            loss = loss + lc.aux * aux
+            logs["aux"] = aux.detach()
+        if lc.l1 > 0:
+            l1 = l1_loss(fake, real)
+            loss = loss + lc.l1 * l1
+            logs["l1"] = l1.detach()
+        if lc.feature_matching > 0:
+            with torch.no_grad():
+                real_features = D(real, tags).features
+            fm = feature_matching_loss(real_features, out.features)
+            loss = loss + lc.feature_matching * fm
+            logs["fm"] = fm.detach()
+        logs["loss"] = loss.detach()
+        return loss, logs
+
+    def clip_d(self) -> None:
+        """WGAN weight clipping: every D parameter into [-clip, clip]."""
+        c = self.cfg.loss.clip
+        with torch.no_grad():
+            for p in self.models["D"].parameters():
+                p.clamp_(-c, c)
+
+    # -- sampling -------------------------------------------------------------
+    def _tag_rows(self, first: list[int], g: torch.Generator) -> torch.Tensor:
+        """One-hot rows: group 0 from ``first``, the other groups uniformly random."""
+        assert self.vocab is not None
+        idx = [[f] + [int(torch.randint(n, (1,), generator=g)) for n in self.group_sizes[1:]]
+               for f in first]
+        return torch.from_numpy(self.vocab.encode_indices(idx))
+
+    def fixed_inputs(self, dataset, n: int, seed: int) -> dict[str, torch.Tensor]:
+        """Fixed z (and tags) for the progress grid.
+
+        Conditional: each grid row is one tag combination (the first group, e.g.
+        hair colour, cycles down the rows; other groups random) and each column
+        one z shared by all rows, so rows show the tags and columns the noise.
+        """
+        g = torch.Generator().manual_seed(seed)
+        ncol = math.ceil(math.sqrt(n))
+        if not self.conditional:
+            return {"z": torch.randn(n, self.cfg.model.z_dim, generator=g)}
+        nrows = math.ceil(n / ncol)
+        z = torch.randn(ncol, self.cfg.model.z_dim, generator=g).repeat(nrows, 1)[:n]
+        tags = self._tag_rows([r % self.group_sizes[0] for r in range(nrows)], g)
+        return {"z": z, "tags": tags.repeat_interleave(ncol, dim=0)[:n]}
+
+    @torch.no_grad()
+    def sample(self, G: nn.Module, fixed: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """G's images (float, CPU, [-1, 1]) for ``fixed``, and the images per grid row."""
+        n = fixed["z"].shape[0]
+        return self._generate(G, fixed["z"], fixed.get("tags")), math.ceil(math.sqrt(n))
+
+    @torch.no_grad()
+    def final_grids(self, G: nn.Module, dataset, seed: int) -> dict[str, tuple[torch.Tensor, int]]:
+        """The reports' two experiments (report 002), for conditional models.
+
+        ``same_tags_different_noise``: each row one tag combination, a new z per image.
+        ``same_noise_different_tags``: each row one z (other groups' tags fixed),
+        the columns every tag of the first group (e.g. the 12 hair colours).
+        """
+        if not self.conditional:
+            return {}
+        g = torch.Generator().manual_seed(seed)
+        zd, n0, rows, cols = self.cfg.model.z_dim, self.group_sizes[0], 8, 8
+        tags = self._tag_rows([r % n0 for r in range(rows)], g).repeat_interleave(cols, dim=0)
+        same_tags = self._generate(G, torch.randn(rows * cols, zd, generator=g), tags)
+        base = self._tag_rows([0] * rows, g)  # [rows, K]; group 0 overwritten below
+        tags = base.repeat_interleave(n0, dim=0)
+        tags[:, :n0] = torch.eye(n0).repeat(rows, 1)
+        z = torch.randn(rows, zd, generator=g).repeat_interleave(n0, dim=0)
+        same_noise = self._generate(G, z, tags)
+        return {"same_tags_different_noise": (same_tags, cols),
+                "same_noise_different_tags": (same_noise, n0)}
+
+    def _generate(self, G: nn.Module, z: torch.Tensor, tags: torch.Tensor | None) -> torch.Tensor:
+        ref = next(G.parameters())
+        was_training = G.training
+        G.eval()
+        try:
+            out = G(z.to(ref.device), None if tags is None else tags.to(ref.device))
+        finally:
+            G.train(was_training)
+        return out.float().cpu()

@@ -1,0 +1,154 @@
+"""StarGAN (Choi et al. 2018) as a recipe: G and D, their optimizers, the D and G phases.
+
+Losses and schedule as the official solver (yunjey/stargan, solver.py), with
+the weights and intervals in the config:
+
+- D: adversarial (``loss.adv``, official WGAN) on real vs G(real, target),
+  ``loss.gp`` x gradient penalty (fp32, trainer.losses), and
+  ``loss.lambda_cls`` x domain classification BCE of real images against their
+  own labels.
+- G (every ``g_every`` = n_critic iterations): adversarial on G(real, target)
+  + ``lambda_cls`` x classification of the fake as the target domains
+  + ``lambda_rec`` x L1 cycle G(G(real, target), source) vs real.
+- Targets are the labels of the same batch in a random permutation, as the
+  official code does, so they follow the data's attribute distribution.
+- The linear lr decay over the second half is the loop's (``lr_decay_start``).
+
+The classification loss is the official one: BCE summed over domains and
+averaged over the batch (not averaged over domains).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainer.config import ConfigError, TrainConfig
+from trainer.data.vocab import Domains
+from trainer.losses import ADVERSARIAL, gradient_penalty, l1_loss
+from trainer.models.stargan import build_stargan_discriminator, build_stargan_generator
+from trainer.recipes.base import Batch, Phase, Recipe, StepResult
+from trainer.recipes.gan import bare_forward, build_optimizer
+
+
+def domain_classification_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Official StarGAN: BCE with logits, summed over domains, mean over the batch (fp32)."""
+    return F.binary_cross_entropy_with_logits(logits.float(), target.float(),
+                                              reduction="sum") / logits.shape[0]
+
+
+def domain_accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Fraction of (image, domain) pairs whose logit sign matches the 0/1 target."""
+    return ((logits.detach() > 0) == (target > 0.5)).float().mean()
+
+
+def permuted_targets(labels: torch.Tensor, generator: torch.Generator | None = None
+                     ) -> torch.Tensor:
+    """Target domains: the batch's own labels in a random order (official StarGAN)."""
+    device = generator.device if generator is not None else labels.device
+    perm = torch.randperm(labels.shape[0], generator=generator, device=device)
+    return labels[perm.to(labels.device)]
+
+
+class StarGanRecipe(Recipe):
+    """Networks, optimizers and phases of StarGAN (see the module docstring)."""
+
+    def __init__(self, cfg: TrainConfig, domains: Domains, image_size: int):
+        if not isinstance(domains, Domains):
+            raise ConfigError(f"recipe=stargan needs attribute domains (data.attrs=[...]); "
+                              f"got {type(domains).__name__}")
+        if image_size != cfg.data.size:
+            raise ConfigError(f"data.size={cfg.data.size} but the dataset images are "
+                              f"{image_size} px")
+        self.cfg = cfg
+        self.domains = domains
+        self.adv = ADVERSARIAL[cfg.loss.adv]
+        G = build_stargan_generator(cfg, domains.n_domains)
+        D = build_stargan_discriminator(cfg, domains.n_domains)
+        self.models = {"G": G, "D": D}
+        self.optimizers = {"G": build_optimizer(G.parameters(), cfg.g_optim),
+                           "D": build_optimizer(D.parameters(), cfg.d_optim)}
+
+    def phases(self) -> list[Phase]:
+        c = self.cfg
+        return [Phase("D", "D", self.d_step, every=c.d_every, repeat=c.d_repeat),
+                Phase("G", "G", self.g_step, every=c.g_every, repeat=c.g_repeat)]
+
+    # -- phases ---------------------------------------------------------------
+    def d_step(self, batch: Batch) -> StepResult:
+        """D: real vs translated fakes, gradient penalty, domain classification of reals."""
+        G, D, lc = self.models["G"], self.models["D"], self.cfg.loss
+        real, src_labels = batch["image"], batch["labels"]
+        target = permuted_targets(src_labels)
+        with torch.no_grad():
+            fake = G(real, target)
+        src_real, cls_real = D(real)  # [B,1,h,w], [B,K]
+        src_fake, _ = D(fake)
+        adv = self.adv.d_loss(src_real, src_fake)
+        cls = domain_classification_loss(cls_real, src_labels)
+        loss = adv + lc.lambda_cls * cls
+        logs = {"adv": adv.detach(), "cls": cls.detach(),
+                "d_real": src_real.detach().float().mean(),
+                "d_fake": src_fake.detach().float().mean(),
+                "cls_acc": domain_accuracy(cls_real, src_labels)}
+        if lc.gp > 0:
+            forward = bare_forward(D)
+            gp = gradient_penalty(lambda x: forward(x)[0], real, fake)
+            loss = loss + lc.gp * gp
+            logs["gp"] = gp.detach()
+        logs["loss"] = loss.detach()
+        return loss, logs
+
+    def g_step(self, batch: Batch) -> StepResult:
+        """G: fool D, be classified as the target domains, and translate back to the source."""
+        G, D, lc = self.models["G"], self.models["D"], self.cfg.loss
+        real, src_labels = batch["image"], batch["labels"]
+        target = permuted_targets(src_labels)
+        fake = G(real, target)
+        src_fake, cls_fake = D(fake)  # the loop keeps D's weights out of this backward
+        adv = self.adv.g_loss(src_fake)
+        cls = domain_classification_loss(cls_fake, target)
+        rec = l1_loss(G(fake, src_labels), real)
+        loss = adv + lc.lambda_cls * cls + lc.lambda_rec * rec
+        logs = {"adv": adv.detach(), "cls": cls.detach(), "rec": rec.detach(),
+                "cls_acc": domain_accuracy(cls_fake, target), "loss": loss.detach()}
+        return loss, logs
+
+    # -- sampling -------------------------------------------------------------
+    def fixed_inputs(self, dataset, n: int, seed: int) -> dict[str, torch.Tensor]:
+        """``n // (1 + n_domains)`` real images (at least one) and their labels, fixed by seed."""
+        from trainer.data.transforms import to_model_input
+
+        rows = max(1, min(len(dataset), n // (1 + self.domains.n_domains)))
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(dataset), generator=g)[:rows].sort().values
+        return {"image": to_model_input(dataset.images[idx], flip=False),
+                "labels": dataset.labels[idx].float()}
+
+    @torch.no_grad()
+    def sample(self, G: nn.Module, fixed: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """Rows: a fixed real image, then its translation to each domain (Domains.grid_targets)."""
+        images, nrow = translation_grid(G, self.domains, fixed["image"], fixed["labels"])
+        return images, nrow
+
+
+@torch.no_grad()
+def translation_grid(G: nn.Module, domains: Domains, images: torch.Tensor,
+                     labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """[R*(1+K), 3, S, S] (CPU float, [-1, 1]): each input followed by its K translations.
+
+    Targets as the official test: a hair colour (exclusive set) switches its
+    siblings off, any other attribute is flipped. G runs in eval mode.
+    """
+    ref = next(G.parameters())
+    x = images.to(ref.device, ref.dtype)
+    targets = domains.grid_targets(labels.float().cpu().numpy())  # K x (name, [R, K])
+    was_training = G.training
+    G.eval()
+    try:
+        outs = [x] + [G(x, torch.from_numpy(t).to(ref.device, ref.dtype)) for _, t in targets]
+    finally:
+        G.train(was_training)
+    grid = torch.stack(outs, dim=1)  # [R, 1+K, 3, S, S]
+    return grid.flatten(0, 1).float().cpu(), grid.shape[1]

@@ -1,0 +1,150 @@
+"""Train a GAN: parse -> build & validate -> run.
+
+    accelerate launch -m trainer.train --config cgan_avatars [--run-dir DIR] [--resume auto] [key=value ...]
+    python -m trainer.train --config cgan_avatars steps=2000 mixed_precision=bf16
+
+``--dry-run`` prints the resolved config and exits. The resolved config, the
+vocabulary, checkpoints, samples and metrics go into the run folder
+(default runs/<preset name>).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from trainer.config import ConfigError, TrainConfig, list_presets, load_config, to_yaml
+from trainer.data.vocab import Domains, VocabError
+from trainer.runs import RunError, latest_checkpoint
+
+# Keys that may differ between a run's saved config and a resumed invocation.
+RESUMABLE_CHANGES = {"steps", "minutes", "log_every", "sample_every", "ckpt_every", "keep_ckpts",
+                     "eval_every", "workers", "data.cache_dir", "mixed_precision"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m trainer.train", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help=f"preset name or YAML file; presets: {', '.join(list_presets())}")
+    p.add_argument("--run-dir", help="run folder (default runs/<preset name>)")
+    p.add_argument("--resume", choices=["auto", "never"], default="never",
+                   help="auto: continue from the run folder's newest checkpoint if there is one")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. steps=500 loss.adv=hinge data.size=32")
+    return p.parse_args(argv)
+
+
+def _flat(cfg: TrainConfig) -> dict:
+    def walk(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from walk(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+    return dict(walk(OmegaConf.to_container(OmegaConf.structured(cfg))))
+
+
+def resolve(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
+    """The config and run folder of this invocation, checked against an existing run."""
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    saved = run_dir / "config.yaml" if run_dir else None
+    if args.config is None:
+        if saved is not None and saved.is_file() and args.resume == "auto":
+            cfg = load_config(str(saved), args.overrides)
+        else:
+            raise ConfigError("--config is required (a preset or a YAML file) unless resuming "
+                              f"an existing --run-dir with --resume auto; presets: "
+                              f"{', '.join(list_presets())}")
+    else:
+        cfg = load_config(args.config, args.overrides)
+    run_dir = run_dir or Path("runs") / cfg.name
+    if args.dry_run:
+        return cfg, run_dir
+    ckpt = latest_checkpoint(run_dir) if run_dir.is_dir() else None
+    if ckpt is not None and args.resume != "auto":
+        raise RunError(f"{run_dir} already holds a run (newest checkpoint {ckpt.name}); pass "
+                       f"--resume auto to continue it or choose another --run-dir")
+    if ckpt is not None:
+        old = _flat(load_config(str(run_dir / "config.yaml")))
+        new = _flat(cfg)
+        changed = [k for k in new if old.get(k) != new[k] and k not in RESUMABLE_CHANGES]
+        if changed:
+            raise RunError(f"cannot resume {run_dir} with a different config: "
+                           + ", ".join(f"{k} {old.get(k)!r} -> {new[k]!r}" for k in changed)
+                           + f". Only {', '.join(sorted(RESUMABLE_CHANGES))} may change.")
+    return cfg, run_dir
+
+
+def build_accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
+
+    mp = None if cfg.mixed_precision == "auto" else cfg.mixed_precision
+    acc = Accelerator(mixed_precision=mp)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and acc.num_processes == 1:
+        raise RuntimeError(
+            f"{world} processes were started but each believes it is alone (no GPU backend). "
+            f"On CPU set ACCELERATE_USE_CPU=1 and launch with --multi_gpu (see README).")
+    return acc
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg, run_dir = resolve(args)
+    except (ConfigError, RunError, VocabError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(f"# run folder: {run_dir}\n{to_yaml(cfg)}", end="")
+        return 0
+
+    from trainer.data import DataError, load_dataset
+    from trainer.loop import NonFiniteLoss, Trainer, shutdown
+    from trainer.recipes import build_recipe
+
+    acc = build_accelerator(cfg)
+    trainer = None
+    t0 = time.perf_counter()
+    try:
+        with acc.local_main_process_first():
+            dataset = load_dataset(cfg.data.path, format=cfg.data.format, size=cfg.data.size,
+                                   cache_dir=cfg.data.cache_dir or None, attrs=cfg.data.attrs,
+                                   mlds_strict=cfg.data.mlds_strict, limit=cfg.data.limit)
+        vocab = dataset.vocab
+        if cfg.recipe == "gan" and cfg.model.cond == "none":
+            vocab = None  # unconditional: tags, if any, are ignored
+        elif vocab is None:
+            raise ConfigError(f"model.cond={cfg.model.cond!r} needs tags, but {cfg.data.path} "
+                              f"({dataset.format}) has none")
+        elif (cfg.recipe == "stargan") != isinstance(vocab, Domains):
+            raise ConfigError(f"recipe={cfg.recipe} does not fit the labels of {cfg.data.path}; "
+                              f"StarGAN needs data.attrs=[...], tag GANs need tag groups")
+        acc.print(f"{len(dataset)} images from {cfg.data.path} ({dataset.format}, "
+                  f"{cfg.data.size}px); {acc.num_processes} process(es), {acc.device}, "
+                  f"mixed precision {acc.mixed_precision}; run folder {run_dir}")
+        trainer = Trainer(cfg, lambda: build_recipe(cfg, vocab, cfg.data.size), run_dir,
+                          args.resume == "auto", acc, dataset, vocab)
+        start = trainer.state.step
+        step = trainer.run()
+    except (ConfigError, RunError, VocabError, DataError, NonFiniteLoss) as e:
+        acc.print(f"error: {e}")
+        shutdown(acc, trainer)
+        return 2 if not isinstance(e, NonFiniteLoss) else 3
+    wall = time.perf_counter() - t0
+    acc.print(f"done: steps {start} -> {step} in {wall:.0f} s; run folder {run_dir}\n"
+              f"next: python -m export --run {run_dir} --out models/   |   "
+              f"python -m trainer.evaluate --run {run_dir}")
+    shutdown(acc, trainer)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Pictures: sample grids, training-progress strips and loss curves."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+from torchvision.utils import make_grid
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float images -> uint8 [N, 3, H, W]."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+
+
+def grid_image(images: torch.Tensor, nrow: int, padding: int = 2) -> Image.Image:
+    """A PIL grid of [-1, 1] images, ``nrow`` images per row."""
+    grid = make_grid(to_uint8(images), nrow=nrow, padding=padding, pad_value=255)
+    return Image.fromarray(grid.permute(1, 2, 0).numpy())
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int) -> Path:
+    """Write a PNG grid of [-1, 1] images (written atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    grid_image(images, nrow).save(tmp, format="PNG", optimize=True)
+    tmp.replace(path)
+    return path
+
+
+def caption(image: Image.Image, text: str, height: int = 14) -> Image.Image:
+    """The image with a white caption band on top."""
+    out = Image.new("RGB", (image.width, image.height + height), "white")
+    out.paste(image, (0, height))
+    ImageDraw.Draw(out).text((2, 1), text, fill="black")
+    return out
+
+
+def progress_strip(sample_paths: Sequence[Path], out: str | Path, image_size: int,
+                   max_frames: int = 8, crop_rows: int = 2, scale: float = 1.0) -> Path | None:
+    """Side-by-side crops (the first rows) of sample grids over training, captioned by step.
+
+    ``image_size`` is the side of one image in the grids (padding 2, as save_grid).
+    """
+    paths = sorted(sample_paths, key=_step_of)
+    if not paths:
+        return None
+    if len(paths) > max_frames:  # evenly spaced, always keeping the first and the last
+        idx = [round(i * (len(paths) - 1) / (max_frames - 1)) for i in range(max_frames)]
+        paths = [paths[i] for i in sorted(set(idx))]
+    frames = []
+    for p in paths:
+        im = Image.open(p).convert("RGB")
+        im = im.crop((0, 0, im.width, min(im.height, (image_size + 2) * crop_rows + 2)))
+        if scale != 1.0:
+            im = im.resize((int(im.width * scale), int(im.height * scale)), Image.LANCZOS)
+        frames.append(caption(im, f"step {_step_of(p)}"))
+    width = sum(f.width for f in frames) + 4 * (len(frames) - 1)
+    strip = Image.new("RGB", (width, max(f.height for f in frames)), "white")
+    x = 0
+    for f in frames:
+        strip.paste(f, (x, 0))
+        x += f.width + 4
+    out = Path(out)
+    strip.save(out, format="PNG", optimize=True)
+    return out
+
+
+def _step_of(path: Path) -> int:
+    digits = "".join(c for c in Path(path).stem if c.isdigit())
+    return int(digits) if digits else 0
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """metrics.jsonl -> list of dicts (a torn last line from a crash is ignored)."""
+    rows = []
+    p = Path(path)
+    if not p.is_file():
+        return rows
+    for line in p.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def plot_losses(metrics: str | Path | list[dict], out: str | Path, title: str = "") -> Path | None:
+    """One panel per phase (D, G, ...) with its scalars against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics) if not isinstance(metrics, list) else metrics
+    keys = sorted({k for r in rows for k in r if "/" in k and isinstance(r[k], int | float)})
+    if not rows or not keys:
+        return None
+    prefixes = sorted({k.split("/")[0] for k in keys})
+    fig, axes = plt.subplots(1, len(prefixes), figsize=(4.2 * len(prefixes), 3.2), squeeze=False)
+    for ax, prefix in zip(axes[0], prefixes, strict=True):
+        for k in (k for k in keys if k.split("/")[0] == prefix):
+            pts = [(r["step"], r[k]) for r in rows if k in r and math.isfinite(r[k])]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), label=k.split("/", 1)[1], linewidth=1)
+        ax.set_title(prefix)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out
