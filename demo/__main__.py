@@ -9,9 +9,12 @@ the local server keeps running and says so. Exit status 2 on bad input.
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
+import socket
 import sys
 import time
+from pathlib import Path
 
 DEFAULT_PORT = 7860
 
@@ -39,7 +42,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--port {args.port}: expected 1..65535")
     if not args.max_upload_mb > 0:
         p.error(f"--max-upload-mb {args.max_upload_mb}: must be > 0")
+    if not Path(args.models).is_dir():
+        p.error(f"--models {args.models}: no such folder (export models into it with "
+                f"`python -m export --run RUN --out {args.models}`)")
     return args
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be served (in use, unknown address), or None; checked
+    before gradio and the models load, so that the answer comes at once."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        return f"unknown address {host!r} ({e.strerror})"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            s.bind(address)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return "the port is in use; choose another with --port"
+            return e.strerror or str(e)
+    return None
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -49,9 +74,13 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
     t0 = time.perf_counter()
-    from demo.app import DemoError, build_app  # gradio: after parsing
+    args = parse_args(argv)
+    problem = port_problem(args.host, args.port)
+    if problem:
+        print(f"error: cannot serve on {args.host}:{args.port}: {problem}", file=sys.stderr)
+        return 2
+    from demo.app import CSS, DemoError, build_app  # gradio: after parsing
 
     try:
         demo = build_app(args.models, device=args.device, max_upload_mb=args.max_upload_mb)
@@ -67,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         _, local_url, share_url = demo.launch(
             server_name=args.host, server_port=args.port, share=args.share,
             max_file_size=int(args.max_upload_mb * 2**20), prevent_thread_lock=True,
-            quiet=True, footer_links=["api", "settings"], ssr_mode=False)
+            quiet=True, footer_links=["api", "settings"], ssr_mode=False, css=CSS)
     except OSError as e:
         why = ("the port is in use; choose another with --port" if "empty port" in str(e)
                else str(e))

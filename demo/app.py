@@ -47,6 +47,8 @@ MAX_ROWS = 16  # noise rows of one "every <group>" grid
 MAX_PIXELS = 40_000_000  # uploads with more pixels are refused before decoding
 DEFAULT_UPLOAD_MB = 10.0  # the CLI's --max-upload-mb default
 PAD = 2  # white pixels between grid cells
+CSS = """#gen-output img, #tr-output img {width: 100%; height: 100%; object-fit: contain;}
+#gen-output img, #tr-output img, #tr-input img {image-rendering: pixelated;}"""  # launch(css=)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 KEEP_OUTPUTS_S = 3600  # written PNGs older than this are deleted
 CHOICE_NAMES = ("model", "seed", "count", "mode")  # generate's own parameters
@@ -241,8 +243,8 @@ def read_upload(source: str | Path | bytes, size: int, max_bytes: int,
     name = name or ("upload" if data is not None else Path(source).name)  # type: ignore[arg-type]
     n_bytes = len(data) if data is not None else os.path.getsize(source)  # type: ignore[arg-type]
     if n_bytes > max_bytes:
-        raise InputError(f"{name} is {n_bytes / 2**20:.1f} MB; uploads are limited to "
-                         f"{max_bytes / 2**20:.0f} MB")
+        raise InputError(f"{name} is {n_bytes / 2**20:.3g} MB; uploads are limited to "
+                         f"{max_bytes / 2**20:.3g} MB")
     notes = []
     try:
         im = Image.open(io.BytesIO(data) if data is not None else source)  # type: ignore[arg-type]
@@ -254,6 +256,8 @@ def read_upload(source: str | Path | bytes, size: int, max_bytes: int,
             notes.append(f"first of {im.n_frames} frames")
         im.load()
         im = ImageOps.exif_transpose(im) or im
+    except InputError:
+        raise
     except Image.DecompressionBombError:
         raise InputError(f"{name} has too many pixels; images up to "
                          f"{MAX_PIXELS / 1e6:.0f} megapixels are accepted") from None
@@ -463,7 +467,7 @@ class DemoApp:
                                         _orig_name(image))
             plan = domain_targets(m, list(targets or []), list(source or []))
             t0 = time.perf_counter()
-            out = m.translate(pixels, np.stack([v for _, v in plan]))
+            out = m.translate(pixels[None], np.stack([v for _, v in plan]))  # [K, S, S, 3]
             ms = (time.perf_counter() - t0) * 1000
         except InputError as e:
             raise gr.Error(str(e), print_exception=False) from None
@@ -570,7 +574,7 @@ def _generate_tab(app: DemoApp) -> None:
                 dice = gr.Button("New seed", size="sm")
                 go = gr.Button("Generate", variant="primary", elem_id="gen-button")
         with gr.Column(scale=2):
-            grid = gr.Image(label="Grid (PNG)", type="filepath", format="png",
+            grid = gr.Image(label="Grid (PNG)", type="filepath", format="png", height=520,
                             interactive=False, elem_id="gen-output",
                             buttons=["download", "fullscreen"])
             caption = gr.Markdown(label="Caption", elem_id="gen-caption")
@@ -614,7 +618,7 @@ def _transfer_tab(app: DemoApp, max_upload_mb: float) -> None:
                 gallery.select(app.on_example, outputs=[image, source],
                                api_visibility="private", queue=False)
         with gr.Column(scale=2):
-            strip = gr.Image(label="Input | translations (PNG)", type="filepath",
+            strip = gr.Image(label="Input | translations (PNG)", type="filepath", height=300,
                              format="png", interactive=False, elem_id="tr-output",
                              buttons=["download", "fullscreen"])
             caption = gr.Markdown(label="Caption", elem_id="tr-caption")

@@ -29,6 +29,8 @@ from pathlib import Path
 DAEMONS = ("munged", "slurmctld", "slurmd", "slurmstepd")
 CLIENTS = ("sbatch", "srun", "scontrol", "scancel", "squeue", "sinfo")
 NODES = ("n1", "n2")
+FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+            "PREEMPTED", "BOOT_FAIL", "DEADLINE")
 CPUS_PER_NODE = 2
 MEMORY_PER_NODE_MB = 10000
 
@@ -82,9 +84,18 @@ class SlurmCluster:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.conf = self.root / "slurm.conf"
-        self.env = _clean_env()
-        self.env["SLURM_CONF"] = str(self.conf)
+        self.env = self.client_env()
         self.procs: dict[str, subprocess.Popen] = {}
+        socket_path = self.root / "munge" / "munge.socket"
+        if len(str(socket_path)) > 100:  # sun_path holds 108 bytes
+            raise ValueError(f"{root}: path too long for a unix socket; use a shorter folder")
+
+    def client_env(self, **extra: str) -> dict[str, str]:
+        """The current environment, minus inherited Slurm variables, pointed at this cluster.
+
+        Jobs inherit the environment of sbatch (--export=ALL), so `extra` reaches them too.
+        """
+        return {**_clean_env(), "SLURM_CONF": str(self.conf), **extra}
 
     # ---- configuration -----------------------------------------------------------------
     def _write_config(self) -> None:
@@ -159,7 +170,7 @@ PartitionName=debug Nodes={",".join(NODES)} Default=YES MaxTime=INFINITE State=U
         for node in NODES:
             self._spawn(f"slurmd-{node}",
                         [sbin("slurmd"), "-D", "-N", node, "-f", str(self.conf)])
-        self._wait_for(self._nodes_idle, timeout, "idle nodes")
+        self.wait_for_idle_nodes(timeout)
         return self
 
     def _check_alive(self) -> None:
@@ -175,6 +186,9 @@ PartitionName=debug Nodes={",".join(NODES)} Default=YES MaxTime=INFINITE State=U
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no {what} after {timeout:.0f} s:\n{self.logs_tail()}")
             time.sleep(0.3)
+
+    def wait_for_idle_nodes(self, timeout: float = 60.0) -> None:
+        self._wait_for(self._nodes_idle, timeout, "idle nodes")
 
     def _nodes_idle(self) -> bool:
         out = self.run("sinfo", "--noheader", "--Node", "--format=%N %t", check=False)
@@ -218,7 +232,11 @@ PartitionName=debug Nodes={",".join(NODES)} Default=YES MaxTime=INFINITE State=U
                               check=check, timeout=kw.pop("timeout", 60), **kw)
 
     def job(self, job_id: str) -> dict[str, str]:
-        """`scontrol show job` as a dict (JobState, Restarts, NodeList, ExitCode, ...)."""
+        """`scontrol show job` as a dict (JobState, Restarts, NodeList, ExitCode, ...).
+
+        Without accounting storage there is no sacct: a job is visible here while it
+        runs and for MinJobAge seconds after it ends.
+        """
         out = self.run("scontrol", "show", "job", "--oneliner", job_id).stdout
         fields = {}
         for item in out.split():
@@ -226,6 +244,20 @@ PartitionName=debug Nodes={",".join(NODES)} Default=YES MaxTime=INFINITE State=U
             if sep:
                 fields[key] = value
         return fields
+
+    def wait_for_job(self, job_id: str, states: tuple[str, ...] = FINISHED,
+                     timeout: float = 180.0) -> dict[str, str]:
+        """Poll until the job reaches one of `states`; return its fields."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job.get("JobState") in states:
+                return job
+            if job.get("JobState") in FINISHED or time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} is {job.get('JobState')} "
+                                   f"({job.get('Reason')}), waiting for {'/'.join(states)}")
+            self._check_alive()
+            time.sleep(0.5)
 
     def logs_tail(self, lines: int = 15) -> str:
         parts = []

@@ -81,3 +81,11 @@ def test_yaml_round_trip_and_hash(tmp_path):
     assert again == cfg
     assert config_sha256(again) == config_sha256(cfg)
     assert config_sha256(load_config("cgan_avatars", ["steps=6"])) != config_sha256(cfg)
+
+
+def test_unquoted_no_means_no(tmp_path):
+    assert load_config(None, ["mixed_precision=no"]).mixed_precision == "no"
+    path = tmp_path / "c.yaml"
+    path.write_text("mixed_precision: no\n")
+    assert load_config(str(path)).mixed_precision == "no"
+    assert load_config(None, ["data.path=no"]).data.path == "no"

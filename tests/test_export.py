@@ -8,6 +8,7 @@ load_generator without training.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -94,8 +95,13 @@ def exported(runs, tmp_path_factory) -> dict:
     return {k: export_run(run, out, batches=(1, 7)) for k, run in runs.items()}
 
 
+@functools.cache
+def _generator(run: Path) -> torch.nn.Module:
+    return load_generator(run).model
+
+
 def torch_reference(run: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    g = load_generator(run).model
+    g = _generator(run)
     with torch.no_grad():
         return g(*(torch.from_numpy(v) for v in feeds.values())).numpy()
 
@@ -172,15 +178,15 @@ def test_stargan_norm_stats_are_the_configured_ones(exported, runs):
                          runs["stargan"] / "x.onnx", step=1, config_hash="")
 
 
-def test_fp16(runs, tmp_path):
+def test_fp16(runs, exported, tmp_path):
     res = export_run(runs["cgan"], tmp_path, name="half", fp16=True, batches=(1, 3))
-    half = res.path.stat().st_size
     assert res.metadata["precision"] == "fp16" and res.tolerance == FP16_TOL
     assert max(res.diffs.values()) < FP16_TOL
+    assert res.path.stat().st_size < 0.6 * exported["cgan"].path.stat().st_size
+    onnx.checker.check_model(str(res.path), full_check=True)
     m = load_model(res.path)
     assert m.meta.precision == "fp16" and set(m.input_types.values()) == {np.float32}
-    full = export_run(runs["cgan"], tmp_path, name="full", batches=(1, 2)).path.stat().st_size
-    assert half < 0.6 * full
+    assert m.generate("blue hair red eyes", n=2, seed=0).shape == (2, 32, 32, 3)
 
 
 def test_cli(runs, tmp_path):
@@ -356,3 +362,15 @@ def test_provider_choice(monkeypatch):
         runtime.choose_providers("tpu")
     monkeypatch.setattr(runtime.ort, "get_available_providers", lambda: [runtime.CPU])
     assert runtime.cuda_status() == (False, "this onnxruntime has no CUDA provider")
+
+
+def test_provider_choice_with_a_gpu(monkeypatch):
+    """CUDA first only when the driver answers AND the CUDA libraries load."""
+    monkeypatch.setattr(runtime.ort, "get_available_providers",
+                        lambda: [runtime.CUDA, runtime.CPU])
+    monkeypatch.setattr(runtime, "_cuda_driver", lambda: (True, "1 CUDA device(s)"))
+    monkeypatch.setattr(runtime, "_cuda_libraries", lambda: (True, ""))
+    assert runtime.choose_providers("auto") == ([runtime.CUDA, runtime.CPU], "1 CUDA device(s)")
+    missing = "CUDA libraries not loadable: libcublasLt.so.13: cannot open shared object file"
+    monkeypatch.setattr(runtime, "_cuda_libraries", lambda: (False, missing))
+    assert runtime.choose_providers("auto") == ([runtime.CPU], missing)

@@ -38,9 +38,11 @@ def sigmoid(x: float) -> float:
 
 # hand formulas: (d_loss(real, fake), g_loss(fake))
 EXPECTED = {
-    "bce": (mean(-math.log(sigmoid(r)) for r in REAL) + mean(-math.log(1 - sigmoid(f)) for f in FAKE),
+    "bce": (mean(-math.log(sigmoid(r)) for r in REAL)
+            + mean(-math.log(1 - sigmoid(f)) for f in FAKE),
             mean(math.log(1 - sigmoid(f)) for f in FAKE)),
-    "ns": (mean(-math.log(sigmoid(r)) for r in REAL) + mean(-math.log(1 - sigmoid(f)) for f in FAKE),
+    "ns": (mean(-math.log(sigmoid(r)) for r in REAL)
+           + mean(-math.log(1 - sigmoid(f)) for f in FAKE),
            mean(-math.log(sigmoid(f)) for f in FAKE)),
     "wgan": (mean(FAKE) - mean(REAL), -mean(FAKE)),
     "lsgan": (0.5 * mean((r - 1) ** 2 for r in REAL) + 0.5 * mean(f ** 2 for f in FAKE),

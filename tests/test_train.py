@@ -36,10 +36,10 @@ def states_equal(a: dict, b: dict) -> list[str]:
 
 @pytest.fixture(scope="module")
 def short_run(avatar_dir, tmp_path_factory):
-    """One tiny cGAN run of 8 steps, shared by the checks below."""
+    """One tiny cGAN run of 24 steps, shared by the checks below."""
     run = tmp_path_factory.mktemp("runs") / "cgan"
     res = run_train(["--config", "cgan_avatars", "--run-dir", str(run), f"data.path={avatar_dir}",
-                     "steps=8", *TINY])
+                     "steps=24", *TINY, "sample_every=8", "ckpt_every=8", "log_every=4"])
     assert res.returncode == 0, res.stderr[-3000:]
     return run, res
 
@@ -47,14 +47,15 @@ def short_run(avatar_dir, tmp_path_factory):
 def test_run_folder_contents(short_run):
     run, res = short_run
     for name in ("config.yaml", "vocab.json", "metrics.jsonl", "world.json", "progress.png",
-                 "losses.png", "samples/step_00000004.png", "samples/step_00000008.png"):
+                 "losses.png", "samples/step_00000008.png", "samples/step_00000024.png",
+                 "same_tags_different_noise.png", "same_noise_different_tags.png"):
         assert (run / name).is_file(), name
     ckpt = latest_checkpoint(run)
-    assert ckpt is not None and ckpt.name == "step_00000008"
+    assert ckpt is not None and ckpt.name == "step_00000024"
     assert (ckpt / "g_ema.safetensors").is_file()
     assert list(ckpt.glob("*.safetensors")), "accelerate weights are safetensors"
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [2, 4, 6, 8]
+    assert [r["step"] for r in rows] == list(range(4, 25, 4))
     assert all(np.isfinite(r["D/loss"]) and np.isfinite(r["G/loss"]) for r in rows)
     assert json.loads((run / "world.json").read_text())["world_size"] == 1
     vocab = json.loads((run / "vocab.json").read_text())
@@ -63,8 +64,8 @@ def test_run_folder_contents(short_run):
 
 def test_samples_change_and_are_not_constant(short_run):
     run, _ = short_run
-    first = np.asarray(Image.open(run / "samples/step_00000004.png"), dtype=np.float32)
-    last = np.asarray(Image.open(run / "samples/step_00000008.png"), dtype=np.float32)
+    first = np.asarray(Image.open(run / "samples/step_00000008.png"), dtype=np.float32)
+    last = np.asarray(Image.open(run / "samples/step_00000024.png"), dtype=np.float32)
     assert first.shape == last.shape
     assert np.abs(first - last).mean() > 1.0, "samples did not change during training"
     g = load_generator(run)
@@ -80,7 +81,7 @@ def test_samples_change_and_are_not_constant(short_run):
 def test_existing_run_needs_resume(short_run, avatar_dir):
     run, _ = short_run
     res = run_train(["--config", "cgan_avatars", "--run-dir", str(run),
-                     f"data.path={avatar_dir}", "steps=8", *TINY])
+                     f"data.path={avatar_dir}", "steps=24", *TINY])
     assert res.returncode == 2
     assert "--resume auto" in res.stderr
 
@@ -88,7 +89,7 @@ def test_existing_run_needs_resume(short_run, avatar_dir):
 def test_resume_rejects_changed_config(short_run, avatar_dir):
     run, _ = short_run
     res = run_train(["--config", "cgan_avatars", "--run-dir", str(run), "--resume", "auto",
-                     f"data.path={avatar_dir}", "steps=8", *TINY, "loss.adv=hinge"])
+                     f"data.path={avatar_dir}", "steps=24", *TINY, "loss.adv=lsgan"])
     assert res.returncode == 2
     assert "loss.adv" in res.stderr
 

@@ -43,8 +43,8 @@ class ModelConfig:
     d_ch: int = 64  # discriminator width (channels of the first layer)
     tag_embed: int = 64  # G tag projection Linear->BN->LeakyReLU width (0: raw one-hot)
     cond: str = "none"  # D conditioning: none | spatial | dense | projection | acgan
-    d_tag_embed: int = 64  # D tag projection width for spatial / dense conditioning (0: raw one-hot)
-    d_hidden: int = 256  # D hidden dense width: dense head; ACGAN classifier heads (report 004: 128)
+    d_tag_embed: int = 64  # D tag projection width, spatial / dense conditioning (0: raw one-hot)
+    d_hidden: int = 256  # D hidden dense width: dense head, ACGAN classifiers (report 004: 128)
     spectral_norm: bool = False  # spectral norm on every D weight
     d_dropout: float = 0.0  # dropout after each D block
     d_bn: bool = True  # BatchNorm in D (off for WGAN-GP and SN)
@@ -94,7 +94,7 @@ class TrainConfig:
     g_every: int = 1  # G phase runs on every k-th iteration (n_critic 5: g_every=5)
     g_repeat: int = 1  # G steps per iteration (G:D 2:1: g_repeat=2)
     lr_decay_start: int = 0  # linear lr decay to 0 from this step to the end (0 = off)
-    ema: float = 0.999  # EMA decay of the generator copy used for samples and export
+    ema: float = 0.999  # EMA decay of the G copy used for samples and export (warm-up (1+t)/(10+t))
     ema_start: int = 0  # copy G into EMA until this step
     mixed_precision: str = "auto"  # auto (launcher decides) | no | fp16 | bf16
     channels_last: bool = True  # NHWC memory format (faster convs on CPU and tensor cores)
@@ -148,6 +148,22 @@ def _preset_or_file(name: str) -> DictConfig:
     return loaded
 
 
+def _override_layer(base: DictConfig, overrides: list[str]) -> DictConfig:
+    """``key=value`` strings as a config layer; values of string keys stay strings.
+
+    YAML would read ``mixed_precision=no`` as the boolean false.
+    """
+    layer = OmegaConf.create()
+    for o in overrides:
+        key, value = o.split("=", 1)
+        default = OmegaConf.select(base, key.strip(), default=None)
+        if isinstance(default, str):
+            OmegaConf.update(layer, key.strip(), value, force_add=True)
+        else:
+            layer = OmegaConf.merge(layer, OmegaConf.from_dotlist([o]))
+    return layer
+
+
 def load_config(config: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Defaults <- preset or YAML <- ``key=value`` overrides; validated."""
     base = OmegaConf.structured(TrainConfig)
@@ -159,7 +175,7 @@ def load_config(config: str | None = None, overrides: list[str] | None = None) -
             raise ConfigError(f"override {o!r}: expected key=value, e.g. steps=200")
     try:
         if overrides:
-            layers.append(OmegaConf.from_dotlist(list(overrides)))
+            layers.append(_override_layer(base, overrides))
         merged = OmegaConf.merge(base, *layers)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or ""
@@ -179,6 +195,8 @@ def _get(cfg: Any, dotted: str) -> Any:
 
 def validate(cfg: TrainConfig) -> None:
     """Check values that types alone cannot; raise ConfigError naming the key."""
+    if cfg.mixed_precision in ("False", "false"):  # YAML's unquoted `no` is a boolean
+        cfg.mixed_precision = "no"
     for key, allowed in ENUMS.items():
         value = _get(cfg, key)
         if value not in allowed:

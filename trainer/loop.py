@@ -163,7 +163,10 @@ class Trainer:
         loader = torch.utils.data.DataLoader(
             BatchView(dataset), batch_sampler=sampler, collate_fn=_identity,
             num_workers=cfg.workers, pin_memory=self.device.type == "cuda",
-            persistent_workers=cfg.workers > 0)
+            persistent_workers=cfg.workers > 0,
+            # Its own generator: creating an iterator must not draw from the global
+            # RNG, or a resumed run would see different noise than an uninterrupted one.
+            generator=torch.Generator().manual_seed(cfg.seed))
         prepared = accelerator.prepare(*[self.recipe.models[n] for n in names],
                                        *[self.recipe.optimizers[n] for n in names])
         for i, n in enumerate(names):
@@ -300,7 +303,9 @@ class Trainer:
     @torch.no_grad()
     def _update_ema(self) -> None:
         src = self.acc.unwrap_model(self.recipe.models[self.recipe.ema_of])
-        decay = 0.0 if self.state.step < self.cfg.ema_start else self.cfg.ema
+        # Warm-up as tf.train.ExponentialMovingAverage(num_updates): early samples follow G.
+        step = self.state.step
+        decay = 0.0 if step < self.cfg.ema_start else min(self.cfg.ema, (1 + step) / (10 + step))
         ema_p = list(self.ema.parameters())
         src_p = [p.detach().to(e.dtype) for p, e in zip(src.parameters(), ema_p, strict=True)]
         torch._foreach_lerp_(ema_p, src_p, 1.0 - decay)

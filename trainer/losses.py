@@ -40,7 +40,10 @@ class AdversarialLoss:
 
 
 class MinimaxBCE(AdversarialLoss):
-    """Goodfellow et al. 2014: D maximises log D(x) + log(1 - D(G(z))); G minimises log(1 - D(G(z)))."""
+    """Goodfellow et al. 2014: D maximises log D(x) + log(1 - D(G(z))).
+
+    G minimises log(1 - D(G(z))) (saturates when D wins early).
+    """
 
     def d_real(self, scores):
         return F.softplus(-_f32(scores)).mean()  # -log sigmoid(s)
@@ -153,7 +156,7 @@ def matching_aware_d_loss(
 
 
 def group_indices(labels: torch.Tensor, group_sizes: Sequence[int]) -> torch.Tensor:
-    """Per-group arg-max of concatenated one-hots: [B, K] -> long [B, n_groups]; -1 if a group is empty."""
+    """Per-group arg-max of concatenated one-hots: [B, K] -> long [B, n_groups], -1 if untagged."""
     out = []
     for chunk in labels.split(list(group_sizes), dim=1):
         idx = chunk.argmax(dim=1)

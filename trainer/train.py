@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. steps=500 loss.adv=hinge data.size=32")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)
 
 
 def _flat(cfg: TrainConfig) -> dict:

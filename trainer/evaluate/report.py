@@ -1,0 +1,201 @@
+"""RUN/eval/: metrics.json, report.md and its pictures."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision.utils import make_grid
+
+from trainer.evaluate.fid import RESIZES
+from trainer.evaluate.sampling import generate, generator_z_dim
+
+
+def save_uint8_grid(images: torch.Tensor, path: Path, nrow: int, padding: int = 2) -> Path:
+    grid = make_grid(images, nrow=nrow, padding=padding, pad_value=255)
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path, format="PNG", optimize=True)
+    return path
+
+
+def spread_picture(fakes: list[torch.Tensor], reals: list[torch.Tensor], path: Path,
+                   k: int = 8) -> Path:
+    """Each row one tag combination: k generated images (left), k real ones (right)."""
+    rows = []
+    for f, r in zip(fakes, reals, strict=True):
+        f, r = f[:k], r[:k]
+        blank = torch.full((1, *f.shape[1:]), 255, dtype=torch.uint8)
+        pad_f = torch.cat([f, blank.expand(k - len(f), -1, -1, -1)]) if len(f) < k else f
+        pad_r = torch.cat([r, blank.expand(k - len(r), -1, -1, -1)]) if len(r) < k else r
+        rows.append(torch.cat([pad_f, blank, pad_r]))
+    return save_uint8_grid(torch.cat(rows), path, nrow=2 * k + 1)
+
+
+def sample_grid(G: torch.nn.Module, vocab: object, path: Path, seed: int = 0,
+                cols: int = 8) -> Path:
+    """Conditional: one row per tag of the first group (other groups random), ``cols``
+    noise vectors; unconditional: 8 x ``cols`` random samples."""
+    g = torch.Generator().manual_seed(seed + 4)
+    zd = generator_z_dim(G)
+    if vocab is None or not getattr(G, "n_cond", 0):
+        return save_uint8_grid(generate(G, torch.randn(8 * cols, zd, generator=g), None),
+                               path, cols)
+    sizes = vocab.group_sizes  # type: ignore[attr-defined]
+    rows = sizes[0]
+    idx = torch.stack([torch.arange(rows)] + [torch.randint(s, (rows,), generator=g)
+                                              for s in sizes[1:]], 1)
+    tags = torch.from_numpy(vocab.encode_indices(idx.numpy())).repeat_interleave(cols, 0)  # type: ignore[attr-defined]
+    z = torch.randn(cols, zd, generator=g).repeat(rows, 1)
+    return save_uint8_grid(generate(G, z, tags), path, cols)
+
+
+def _fmt(v: object, digits: int = 3) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "n/a"
+        return f"{v:.{digits}f}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
+
+
+def _pct(v: float) -> str:
+    return "n/a" if v != v else f"{100 * v:.1f}%"
+
+
+def write_report(m: dict, pics: dict, loaded: object, dataset: object, out: Path,
+                 opts: object) -> Path:
+    """Write metrics.json, report.md and pictures into ``out``; returns report.md."""
+    out.mkdir(parents=True, exist_ok=True)
+    G, vocab = loaded.model, loaded.vocab  # type: ignore[attr-defined]
+    run = m["run"]
+    lines = [f"# Evaluation: {run['dir']} ({run['name']}, step {run['step']})", ""]
+    if m.get("command"):
+        lines += [f"Command: `{m['command']}`  ", ""]
+    ds = m["dataset"]
+    lines += [f"Checkpoint `{run['checkpoint']}` (EMA generator), {run['recipe']} / "
+              f"{run['arch']}. Dataset: {ds['n']} images ({ds['format']}) at {ds['size']} px. "
+              f"Wall time {m['seconds']['total']:.0f} s.", ""]
+
+    lines += ["## Summary", "", "| metric | value |", "|---|---|"]
+    for k, v in m["summary"].items():
+        lines.append(f"| {k} | {_pct(v) if k.startswith('acc') or 'accuracy' in k or k == 'preservation' else _fmt(v)} |")
+    lines.append("")
+
+    if "fid" in m:
+        f = m["fid"]
+        lines += ["## FID / KID", "",
+                  f"FID {f['fid']:.2f}, KID {f['kid']:.4f} ± {f['kid_std']:.4f} "
+                  f"(KID subsets of {f['kid_subset_size']}). **{f['n_fake']} generated vs "
+                  f"{f['n_real']} real images**, tags of the generated images drawn from the "
+                  f"data's labels. Resize: {RESIZES[f['resize']]}. Features: TF-Inception "
+                  f"(inception-2015-12-05) pool3, 2048-d. FID depends on both the sample "
+                  f"counts and the resize: compare only numbers with the same ones.", ""]
+
+    if "classifier" in m:
+        c = m["classifier"]
+        lines += ["## Judging classifier", "",
+                  f"Trained on {c['n_train']} real images with noise (sigma up to 0.35), "
+                  f"blur and contrast jitter; {c['n_holdout']} held out"
+                  f"{' (read from cache)' if c.get('cached') else ''}.", "",
+                  f"| head | held-out clean | held-out noisy (sigma {c['noisy_sigma']}) |",
+                  "|---|---|---|"]
+        for h, v in c["holdout_clean"].items():
+            lines.append(f"| {h} | {_pct(v)} | {_pct(c['holdout_noisy'][h])} |")
+        lines.append("")
+
+    if "tag_accuracy" in m:
+        a = m["tag_accuracy"]
+        lines += ["## Tag accuracy", "",
+                  f"{a['k']} images for each of the {a['n_combinations']} tag combinations "
+                  f"({a['n']} images), classified by the judge above.", "",
+                  "| group | accuracy |", "|---|---|"]
+        lines += [f"| {g} | {_pct(v)} |" for g, v in a["per_group"].items()]
+        lines += [f"| joint | {_pct(a['joint'])} |", "",
+                  "Worst combinations (joint accuracy): "
+                  + ", ".join(f"{t} {_pct(v)}" for t, v in a["worst"]), ""]
+        from trainer.evaluate.tag_accuracy import plot_confusion
+
+        for g in vocab.groups:
+            p = plot_confusion(a["confusion"][g.name], g.tags,
+                               f"{g.name}: requested (rows) vs predicted", out / f"confusion_{g.name}.png")
+            lines.append(f"![confusion {g.name}]({p.name})")
+        lines.append("")
+
+    if "modes" in m:
+        from trainer.evaluate.diversity import plot_part_histograms
+
+        md = m["modes"]
+        lines += ["## Modes (avatar parts)", "",
+                  f"Predicted parts of {md['n_fake']} generated images against {md['n_real']} "
+                  f"real ones; 'real' columns: a second real sample of the same size, what "
+                  f"a perfect generator would score.", "",
+                  "| part | classes | modes generated | modes real | KL(gen‖data) | KL real |",
+                  "|---|---|---|---|---|---|"]
+        for name, r in md["parts"].items():
+            lines.append(f"| {name} | {r['classes']} | {r['modes_fake']} | {r['modes_real']} | "
+                         f"{r['kl_fake']:.3f} | {r['kl_real']:.3f} |")
+        if "joint" in md:
+            j = md["joint"]
+            lines.append(f"| {' x '.join(j['parts'])} | {j['modes_total']} | {j['modes_fake']} | "
+                         f"{j['modes_real']} | {j['kl_fake']:.3f} | {j['kl_real']:.3f} |")
+        p = plot_part_histograms(md, str(out / "parts.png"))
+        if p:
+            lines += ["", "![part frequencies](parts.png)"]
+        lines.append("")
+
+    if "spread" in m:
+        s = m["spread"]
+        fakes, reals, names = pics["spread"]
+        spread_picture(fakes, reals, out / "spread.png")
+        lines += ["## Spread within a tag combination", "",
+                  f"{s['combinations']} combinations ({', '.join(names)}), {s['k_fake']} "
+                  f"generated and up to {s['k_real']} real images each. Collapse shows as "
+                  f"ratios well below 1.", "",
+                  "| | generated | real | ratio |", "|---|---|---|---|",
+                  f"| per-pixel std ([-1, 1] scale) | {s['pixel_std_fake']:.3f} | "
+                  f"{s['pixel_std_real']:.3f} | {s['pixel_std_ratio']:.2f} |",
+                  f"| mean pairwise MS-SSIM (ratio of 1 - MS-SSIM) | {s['msssim_fake']:.3f} | "
+                  f"{s['msssim_real']:.3f} | {s['msssim_diversity_ratio']:.2f} |", "",
+                  "MS-SSIM: 3 scales, weights 0.0448/0.2856/0.3001 renormalised, Gaussian "
+                  "window 7 px at 64 px and above (5 px at 32 px), sigma 1.5.", "",
+                  "Left: generated (different z); right: real images with the same tags.", "",
+                  "![spread](spread.png)", ""]
+
+    if "stargan" in m:
+        sg = m["stargan"]
+        lines += ["## StarGAN translations", "",
+                  f"{sg['n_per_domain']} source images without the domain per target domain.",
+                  "", "| domain | n | target acc | preservation | L1 (identity) | PSNR (identity) "
+                  "| FID |", "|---|---|---|---|---|---|---|"]
+        for name, r in sg["per_domain"].items():
+            if not r.get("n"):
+                lines.append(f"| {name} | 0 | | | | | |")
+                continue
+            l1 = f"{r['l1']:.3f} ({r['l1_identity']:.3f})" if "l1" in r else ""
+            ps = f"{r['psnr']:.1f} ({r['psnr_identity']:.1f})" if "psnr" in r else ""
+            lines.append(f"| {name} | {r['n']} | {_pct(r['target_accuracy'])} | "
+                         f"{_pct(r['preservation'])} | {l1} | {ps} | "
+                         f"{_fmt(r.get('fid', float('nan')), 1)} |")
+        lines += ["", "L1 / PSNR against the avatar re-rendered from meta.jsonl with the "
+                  "target colour; in brackets the untranslated input against the same "
+                  "ground truth.", ""]
+        if pics.get("translations"):
+            rows = pics["translations"]
+            k = max(len(r) // 2 for r in rows)
+            save_uint8_grid(torch.cat([r for r in rows if len(r) == 2 * k]),
+                            out / "translations.png", nrow=k)
+            lines += ["Each pair of rows: sources, then their translation to "
+                      + ", ".join(n for n, r in sg["per_domain"].items() if r.get("n"))
+                      + " in turn.", "", "![translations](translations.png)", ""]
+    else:
+        sample_grid(G, vocab, out / "samples.png", seed=getattr(opts, "seed", 0))
+        lines += ["## Samples", "", "Rows: each tag of the first group (other tags random); "
+                  "columns: fixed noise vectors." if getattr(G, "n_cond", 0) else
+                  "Random samples.", "", "![samples](samples.png)", ""]
+
+    lines += ["## Time", "", ", ".join(f"{k} {v:.0f} s" for k, v in m["seconds"].items()), ""]
+    (out / "metrics.json").write_text(json.dumps(m, indent=1, default=str) + "\n")
+    report = out / "report.md"
+    report.write_text("\n".join(lines))
+    return report

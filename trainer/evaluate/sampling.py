@@ -1,0 +1,75 @@
+"""Drawing images from a generator and from the dataset, as uint8, reproducibly.
+
+Every metric reads uint8 images (what a saved PNG holds), so generated and real
+images go through the same quantisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float [N, 3, H, W] -> uint8 on CPU."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+
+
+def generator_z_dim(G: nn.Module, default: int = 100) -> int:
+    """z size of a DCGAN-family generator (``z_dim`` attribute, else ``default``)."""
+    return int(getattr(G, "z_dim", default))
+
+
+@torch.no_grad()
+def generate(G: nn.Module, z: torch.Tensor, tags: torch.Tensor | None,
+             batch: int = 128) -> torch.Tensor:
+    """uint8 images of G(z, tags), in eval mode, ``batch`` at a time (G's mode is restored)."""
+    ref = next(G.parameters())
+    was_training = G.training
+    G.eval()
+    out = []
+    try:
+        for i in range(0, len(z), batch):
+            t = None if tags is None else tags[i:i + batch].to(ref.device, ref.dtype)
+            out.append(to_uint8(G(z[i:i + batch].to(ref.device, ref.dtype), t)))
+    finally:
+        G.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, 3, 1, 1, dtype=torch.uint8)
+
+
+def iter_generate(G: nn.Module, z: torch.Tensor, tags: torch.Tensor | None,
+                  batch: int = 64) -> Iterator[torch.Tensor]:
+    """Like ``generate`` but one uint8 batch at a time (for streaming into FID)."""
+    for i in range(0, len(z), batch):
+        yield generate(G, z[i:i + batch], None if tags is None else tags[i:i + batch], batch)
+
+
+@torch.no_grad()
+def translate(G: nn.Module, images: torch.Tensor, domains: torch.Tensor,
+              batch: int = 32) -> torch.Tensor:
+    """StarGAN: uint8 translations of uint8 ``images`` to ``domains`` [N, n_domains]."""
+    ref = next(G.parameters())
+    was_training = G.training
+    G.eval()
+    out = []
+    try:
+        for i in range(0, len(images), batch):
+            x = images[i:i + batch].to(ref.device).float().div(127.5).sub(1.0).to(ref.dtype)
+            out.append(to_uint8(G(x, domains[i:i + batch].to(ref.device, ref.dtype))))
+    finally:
+        G.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, *images.shape[1:], dtype=torch.uint8)
+
+
+def sample_indices(n_total: int, n: int, seed: int) -> torch.Tensor:
+    """``min(n, n_total)`` distinct indices, a fixed random choice per seed."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(n_total, generator=g)[:min(n, n_total)]
+
+
+def real_batches(images: torch.Tensor, idx: torch.Tensor, batch: int = 64) -> Iterator[torch.Tensor]:
+    """uint8 batches of ``images[idx]`` (reads the memory map lazily)."""
+    for i in range(0, len(idx), batch):
+        yield images[idx[i:i + batch]].contiguous()

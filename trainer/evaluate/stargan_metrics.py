@@ -1,0 +1,140 @@
+"""StarGAN: does a translation reach its target domain, and keep everything else?
+
+For every domain d we take real images that do not have d, switch d on (for an
+exclusive set such as hair colours, its siblings off: ``Domains.apply``) and
+translate them. A domain classifier trained like the tag classifier (one head per
+exclusive set, a yes/no head per other attribute) then gives
+
+- target accuracy: the translation shows d;
+- preservation: every other head still shows the source's value;
+- for the avatars, the error against the ground truth: the same avatar re-rendered
+  from meta.jsonl with the target attribute changed (hair and eye colours; adding
+  glasses or short hair has no single ground truth). L1 on the [0, 1] scale and PSNR,
+  next to the same numbers for the untranslated input (the "do nothing" baseline);
+- FID of the translations against real images of domain d (optional, costly on CPU).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from trainer.evaluate.classifier import TagClassifier, avatar_records, predict
+from trainer.evaluate.sampling import real_batches, translate
+
+
+def domain_change(name: str) -> dict[str, str] | None:
+    """``rerender`` changes that put an avatar into domain ``name`` (None: no ground truth)."""
+    from trainer.data.formats import EYE_COLOUR_ATTRS, HAIR_COLOUR_ATTRS
+
+    if name in HAIR_COLOUR_ATTRS:
+        tag = name.removesuffix("_Hair").lower()
+        return {"hair_color": "blonde" if tag == "blond" else tag}
+    if name in EYE_COLOUR_ATTRS:
+        return {"eye_color": name.removesuffix("_Eyes").lower()}
+    return None
+
+
+def head_of_domain(classifier: TagClassifier, name: str) -> tuple[int, int]:
+    """(head index, class index) that says "domain ``name`` is on"."""
+    for i, h in enumerate(classifier.heads):
+        if h.kind != "domain":
+            continue
+        if h.classes == ("no", "yes") and h.name == name:
+            return i, 1
+        if name in h.name.split("|"):
+            return i, h.classes.index(name)
+    raise ValueError(f"the domain classifier has no head for {name!r}")
+
+
+def domain_classes(classifier: TagClassifier, domains: object, vectors: torch.Tensor) -> torch.Tensor:
+    """Class index per domain head of 0/1 domain vectors [N, n_domains]."""
+    from trainer.evaluate.classifier import domain_heads
+
+    cols = [t for _, t in domain_heads(domains, vectors)]
+    return torch.stack(cols, 1) if cols else torch.zeros(len(vectors), 0, dtype=torch.long)
+
+
+def ground_truth(records: list[dict], change: dict[str, str], size: int) -> torch.Tensor:
+    """uint8 [N, 3, size, size]: the avatars re-rendered with ``change``, decoded as the
+    dataset pipeline does (trainer.data.transforms.load_image)."""
+    from trainer.data.avatars import rerender
+    from trainer.data.transforms import load_image
+
+    return torch.stack([torch.from_numpy(load_image(io.BytesIO(rerender(r, **change)), size))
+                        for r in records])
+
+
+def l1_psnr(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """Mean absolute error on the [0, 1] scale and mean per-image PSNR (dB) of uint8 pairs."""
+    x, y = a.float() / 255, b.float() / 255
+    l1 = float((x - y).abs().mean())
+    mse = (x - y).pow(2).flatten(1).mean(1).clamp(min=1e-10)
+    return l1, float((10 * torch.log10(1.0 / mse)).mean())
+
+
+def stargan_metrics(G: nn.Module, dataset: object, domains: object, classifier: TagClassifier,
+                    n_per_domain: int = 50, seed: int = 0, fid: bool = False,
+                    fid_cache_dir: str | Path | None = None, resize: str = "clean",
+                    keep_examples: int = 0) -> dict:
+    """Target accuracy, preservation, ground-truth error (avatars) and optional FID per
+    domain, and their means over domains (see module docstring)."""
+    from trainer.evaluate.fid import fid_kid, real_cache_file
+
+    labels = dataset.labels.float()  # type: ignore[attr-defined]
+    images = dataset.images  # type: ignore[attr-defined]
+    size = images.shape[-1]
+    records = avatar_records(dataset)
+    names = list(domains.names)  # type: ignore[attr-defined]
+    g = torch.Generator().manual_seed(seed)
+    per: dict[str, dict] = {}
+    examples: list[torch.Tensor] = []
+    for d, name in enumerate(names):
+        pool = (labels[:, d] < 0.5).nonzero().flatten()
+        if len(pool) == 0:
+            per[name] = {"n": 0, "note": "every image already has this domain"}
+            continue
+        src = pool[torch.randperm(len(pool), generator=g)[:n_per_domain]]
+        target = torch.from_numpy(domains.apply(labels[src].numpy(), [name]))  # type: ignore[attr-defined]
+        fake = translate(G, images[src], target)
+        pred = predict(classifier, fake)
+        head, cls = head_of_domain(classifier, name)
+        want = domain_classes(classifier, domains, target)
+        dom_heads = [i for i, h in enumerate(classifier.heads) if h.kind == "domain"]
+        others = [j for j, i in enumerate(dom_heads) if i != head]
+        kept = (pred[:, [dom_heads[j] for j in others]] == want[:, others]).float()
+        r: dict = {"n": len(src), "target_accuracy": float((pred[:, head] == cls).float().mean()),
+                   "preservation": float(kept.mean()) if kept.numel() else float("nan")}
+        change = domain_change(name)
+        if records is not None and change is not None:
+            truth = ground_truth([records[int(i)] for i in src], change, size)
+            r["l1"], r["psnr"] = l1_psnr(fake, truth)
+            r["l1_identity"], r["psnr_identity"] = l1_psnr(images[src], truth)
+        if fid:
+            has = (labels[:, d] > 0.5).nonzero().flatten()
+            if len(has) >= 2 and len(fake) >= 2:
+                real_idx = has[torch.randperm(len(has), generator=g)[:n_per_domain]]
+                cache = None
+                if fid_cache_dir is not None:
+                    from trainer.evaluate.classifier import dataset_key
+                    cache = real_cache_file(fid_cache_dir, f"{dataset_key(dataset)}-{name}-s{seed}",
+                                            size, len(real_idx), resize)  # type: ignore[arg-type]
+                res = fid_kid(real_batches(images, real_idx), [fake], real_cache=cache,
+                              resize=resize)  # type: ignore[arg-type]
+                r["fid"], r["kid"] = res["fid"], res["kid"]
+                r["fid_n_real"], r["fid_n_fake"] = res["n_real"], res["n_fake"]
+        if keep_examples:
+            examples.append(torch.cat([images[src[:keep_examples]], fake[:keep_examples]]))
+        per[name] = r
+    out: dict = {"per_domain": per, "n_per_domain": n_per_domain}
+    for key in ("target_accuracy", "preservation", "l1", "psnr", "l1_identity",
+                "psnr_identity", "fid", "kid"):
+        vals = [r[key] for r in per.values() if key in r and r[key] == r[key]]
+        if vals:
+            out[f"mean_{key}"] = sum(vals) / len(vals)
+    if keep_examples:
+        out["examples"] = examples
+    return out
