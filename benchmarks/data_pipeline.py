@@ -88,10 +88,15 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--workers", type=int, nargs="*", default=[0, 2], help="PIL loader workers")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads (0 = torch's default); 1 avoids OpenMP spinning on a "
+                        "busy machine")
     p.add_argument("--tiny", action="store_true", help="256 avatars at 32 px, 1 pass")
     p.add_argument("--render", type=int, default=0, metavar="N",
                    help="only time rendering N avatars (SVG, resvg, cairosvg)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.tiny:
         args.size, args.epochs, args.workers = 32, 1, [0]
     if args.render or args.tiny:

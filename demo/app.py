@@ -11,7 +11,7 @@ Named API endpoints for gradio_client (docs/demo.md): ``/generate`` and ``/trans
 Only ``export.runtime`` (numpy + onnxruntime) runs the models; torch is never imported.
 
     demo = build_app("models")       # module level works too: the models load at once
-    demo.launch()                    # python -m demo adds the CLI, limits and messages
+    demo.launch(css=CSS)             # python -m demo adds the CLI, limits and messages
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import binascii
 import hashlib
 import io
 import json
+import keyword
 import logging
 import math
 import os
@@ -354,12 +355,14 @@ def _upload_source(payload: Any) -> str | bytes:
 # -- the page -------------------------------------------------------------------------
 def api_names(groups: Sequence[str]) -> dict[str, str]:
     """API parameter name of each tag group's dropdown (the group name when it can be one)."""
-    out = {}
-    for g in groups:
-        name = re.sub(r"\W", "_", g)
-        if not name.isidentifier() or name in CHOICE_NAMES or name in out.values():
-            name = f"{name}_tag".lstrip("_") if name.isidentifier() else f"tag_{len(out)}"
-        out[g] = name
+    out: dict[str, str] = {}
+    for i, g in enumerate(groups):
+        word = re.sub(r"\W", "_", g)
+        for name in (word, f"{word}_tag", f"tag_{i}"):
+            if name.isidentifier() and not keyword.iskeyword(name) \
+                    and name not in CHOICE_NAMES and name not in out.values():
+                out[g] = name
+                break
     return out
 
 
@@ -374,14 +377,12 @@ def models_table(cat: Catalog) -> str:
             groups = ", ".join(f"{g.name} ({len(g.tags)})" for g in meta.tag_groups)
             what = f"GAN {meta.image_size} px" + (f", tags {groups}" if groups else
                                                    ", unconditional")
-        why = f" ({m.provider_reason})" if m.provider_reason and m.provider != "CPUExecutionProvider" \
-            else ""
-        rows.append(f"| `{name}` | {what} | **{m.provider}**{why} | {meta.step} |")
+        rows.append(f"| `{name}` | {what} | **{m.provider}** | {meta.step} |")
     text = "\n".join(rows)
-    cpu_reasons = {m.provider_reason for m in cat.models.values()
-                   if m.provider == "CPUExecutionProvider" and m.provider_reason}
-    if cpu_reasons:
-        text += "\n\nCPU because: " + "; ".join(sorted(cpu_reasons)) + "."
+    reasons = sorted({f"{m.provider}: {m.provider_reason}" for m in cat.models.values()
+                      if m.provider_reason})
+    if reasons:
+        text += "\n\nWhy: " + "; ".join(reasons) + "."
     if cat.skipped:
         text += "\n\nNot loaded: " + "; ".join(f"`{s}`" for s in cat.skipped)
     return text
@@ -399,14 +400,15 @@ class DemoApp:
         self.groups = groups  # union of the GAN models' tag groups, one dropdown each
         self.params = api_names(groups)
 
-    def _model(self, name: str | None, pool: Mapping[str, Model], what: str) -> Model:
+    def _model(self, name: str | None, pool: Mapping[str, Model],
+               what: str) -> tuple[str, Model]:
+        """(name, model) of ``name`` in ``pool``; no name: the first."""
         if not pool:
             raise InputError(f"no {what} model in {self.catalog.folder.name}/")
-        if not name and len(pool) == 1:
-            return next(iter(pool.values()))
+        name = name or next(iter(pool))
         if name not in pool:
             raise InputError(f"unknown {what} model {name!r}; choose one of {', '.join(pool)}")
-        return pool[name]  # type: ignore[index]
+        return name, pool[name]
 
     # -- endpoints --------------------------------------------------------------------
     def generate(self, model: str, seed: float = 0, count: float = 8, mode: str = NOISE,
@@ -415,25 +417,22 @@ class DemoApp:
         eyes="random"); mode "noise" (same tags, different noise) or "every <group>"
         (same noise, every tag of the group). Returns (grid PNG, the same file to
         download, a Markdown caption)."""
+        mode = mode or NOISE
         try:
-            m = self._model(model, self.catalog.generators, "GAN")
-            name = model or next(iter(self.catalog.generators))
+            name, m = self._model(model, self.catalog.generators, "GAN")
             seed_i = _int(seed, "seed", 0, 2**63 - 1)
             count_i = _int(count, "count", 1, MAX_COUNT)
-            by_group = {g: tags.get(p) for g, p in self.params.items()}
+            request = resolve_tags(m, {g: tags.get(p) for g, p in self.params.items()})
             t0 = time.perf_counter()
-            grid = generate_grid(m, by_group, seed_i, count_i, mode or NOISE)
+            grid = generate_grid(m, request, seed_i, count_i, mode)
             ms = (time.perf_counter() - t0) * 1000
         except InputError as e:
             raise gr.Error(str(e), print_exception=False) from None
-        chosen = resolve_tags(m, by_group)
-        request = " ".join(f"{v} {k}" for k, v in chosen.items()) or "no tags"
-        stem = f"{name}_{request.replace(' ', '-')}_{(mode or NOISE).replace(' ', '-')}_" \
-               f"seed{seed_i}_x{count_i}"
+        stem = f"{name}_{_tags_text(request)}_{mode}_seed{seed_i}_x{count_i}".replace(" ", "-")
         path = save_png(grid.image, stem, {
-            "tagface:model": name, "tagface:mode": mode or NOISE, "tagface:seed": str(seed_i),
+            "tagface:model": name, "tagface:mode": mode, "tagface:seed": str(seed_i),
             "tagface:count": str(count_i), "tagface:tags": json.dumps(grid.cells)})
-        return path, path, self._caption(name, m, grid, mode or NOISE, seed_i, ms)
+        return path, path, self._caption(name, m, grid, mode, seed_i, ms)
 
     def _caption(self, name: str, m: Model, grid: Grid, mode: str, seed: int,
                  ms: float) -> str:
@@ -460,8 +459,7 @@ class DemoApp:
         one translation per target domain (all domains if none). ``source``: domains the
         input already has. Returns (strip PNG, a Markdown caption)."""
         try:
-            m = self._model(model, self.catalog.translators, "StarGAN")
-            name = model or next(iter(self.catalog.translators))
+            name, m = self._model(model, self.catalog.translators, "StarGAN")
             upload = _upload_source(image)
             pixels, notes = read_upload(upload, m.meta.image_size, self.max_bytes,
                                         _orig_name(image))
@@ -618,12 +616,14 @@ def _transfer_tab(app: DemoApp, max_upload_mb: float) -> None:
                 gallery.select(app.on_example, outputs=[image, source],
                                api_visibility="private", queue=False)
         with gr.Column(scale=2):
-            strip = gr.Image(label="Input | translations (PNG)", type="filepath", height=300,
+            strip = gr.Image(label="Input and translations (PNG)", type="filepath", height=300,
                              format="png", interactive=False, elem_id="tr-output",
                              buttons=["download", "fullscreen"])
             caption = gr.Markdown(label="Caption", elem_id="tr-caption")
     go.click(app.translate, inputs=[model, image, targets, source], outputs=[strip, caption],
              api_name="translate", preprocess=False)
+    # An uploaded face's domains are unknown: untick what an example had set.
+    image.upload(lambda: [], outputs=source, api_visibility="private", queue=False)
     model.change(app.on_translator, inputs=model, outputs=[source, targets, info],
                  api_visibility="private", queue=False)
 

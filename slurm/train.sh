@@ -123,8 +123,12 @@ launch=(--num_processes "$num_processes" --num_machines "$nodes"
         --num_cpu_threads_per_process "$threads" --mixed_precision "$MIXED_PRECISION"
         --dynamo_backend no)
 if ((num_processes > 1)); then
-    launch+=(--multi_gpu --rdzv_backend c10d
-             --main_process_ip "$MAIN_ADDR" --main_process_port "$MAIN_PORT")
+    launch+=(--multi_gpu --main_process_ip "$MAIN_ADDR" --main_process_port "$MAIN_PORT")
+fi
+if ((nodes > 1)); then
+    # c10d rendezvous on the head node. (On one node the launcher's static rendezvous
+    # on MAIN_PORT is used: c10d there would take torch's fixed default port 29400.)
+    launch+=(--rdzv_backend c10d)
 fi
 # shellcheck disable=SC2206  # flags, split on purpose
 launch+=($ACCELERATE_ARGS)
@@ -142,23 +146,23 @@ say "$nodes node(s) x $procs_per_node process(es) on $device = $num_processes," 
 say "preset $PRESET, run $RUN_DIR, overrides: ${overrides[*]:-none}"
 
 # ---- Signals -------------------------------------------------------------------------
-# USR1 (time limit near, or by hand) and TERM reach only this shell or arrive here first:
-# pass USR1 to the job steps, i.e. every process of every task, so that each rank
-# checkpoints. The launcher in each task ignores USR1 (see below).
+# USR1 (time limit near, or by hand) reaches only this shell; TERM may too. Pass USR1 on
+# to the job step, i.e. to every process of every task, so that each rank checkpoints.
+# The launcher in each task ignores USR1 (see below).
 signal_received=""
 # shellcheck disable=SC2317  # called by the traps below
 on_signal() {
     signal_received=$1
     say "got $1: asking every rank to checkpoint and stop"
-    scancel --signal=USR1 "$SLURM_JOB_ID" || true
+    scancel --signal=USR1 "$SLURM_JOB_ID" 2>/dev/null || true  # fails if already ending
 }
 trap 'on_signal USR1' USR1
 trap 'on_signal TERM' TERM
 
 # ---- Launch --------------------------------------------------------------------------
 # One task per node; SLURM_NODEID (0 on the head node) expands inside each task, hence
-# the single quotes. The head node hosts the rendezvous store (is_host=1), so that no
-# other node can take its port first when several share a machine. Each task ignores
+# the single quotes. The head node hosts the c10d rendezvous store (is_host=1), so that
+# no other node can take its port first when several share a machine. Each task ignores
 # USR1 before exec'ing the launcher: an ignored signal stays ignored across exec, so
 # USR1 cannot kill the launcher, while the trainer processes install their own USR1 and
 # TERM handlers and checkpoint.
@@ -184,7 +188,17 @@ latest=$(cat "$RUN_DIR/checkpoints/latest" 2>/dev/null || echo none)
 if [[ -f $marker ]]; then
     say "training stopped at step $(cat "$marker") with checkpoint $latest (exit $status)"
 fi
-if [[ $signal_received == USR1 ]] && [[ -f $marker || $status != 0 ]]; then
+# Requeue when the trainer stopped for a signal, unless this shell got TERM: then Slurm
+# itself is ending the job (scancel, or preemption, after which Slurm requeues it if
+# configured to). After USR1 a failed step is requeued too: it resumes from the last
+# checkpoint.
+requeue=false
+if [[ $signal_received != TERM ]]; then
+    if [[ -f $marker ]] || [[ $signal_received == USR1 && $status != 0 ]]; then
+        requeue=true
+    fi
+fi
+if [[ $requeue == true ]]; then
     if ((${SLURM_RESTART_COUNT:-0} >= MAX_RESTARTS)); then
         die "not requeueing: already restarted ${SLURM_RESTART_COUNT} times (MAX_RESTARTS)"
     fi

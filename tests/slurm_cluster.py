@@ -11,13 +11,14 @@ temporary folder is touched:
 
 Every daemon runs in the foreground as a child of this process and is
 stopped by its PID in `stop()`. The setup needs no systemd and no cgroups
-(proctrack/linuxproc, task/none, no accounting; see ../shared/FACTS.md).
+(proctrack/linuxproc, task/none, no accounting storage).
 Slurm must run as root here (SlurmUser=root) because slurmd starts jobs as
 the submitting user.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -33,6 +34,7 @@ FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_
             "PREEMPTED", "BOOT_FAIL", "DEADLINE")
 CPUS_PER_NODE = 2
 MEMORY_PER_NODE_MB = 10000
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def sbin(name: str) -> str | None:
@@ -66,6 +68,13 @@ def _free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the test process dies without stop()
+    (e.g. killed by a CI timeout), so no daemon outlives it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _clean_env() -> dict[str, str]:
@@ -155,7 +164,8 @@ PartitionName=debug Nodes={",".join(NODES)} Default=YES MaxTime=INFINITE State=U
         log = open(self.root / "log" / f"{name}.stdout", "wb")  # noqa: SIM115 - kept by Popen
         self.procs[name] = subprocess.Popen(argv, env=self.env, stdout=log,
                                             stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
+                                            stdin=subprocess.DEVNULL,
+                                            preexec_fn=_die_with_parent)
         log.close()
 
     def start(self, timeout: float = 60.0) -> SlurmCluster:

@@ -274,6 +274,18 @@ def test_generate_unconditional(app) -> None:
     assert np.array_equal(cell(grid, 3, 2), m.generate(z=z[3:4])[0])
 
 
+def test_switching_models_updates_the_controls(app) -> None:
+    updates = app.on_generator("uncond")
+    assert [u["visible"] for u in updates[:2]] == [False, False]  # no hair, no eyes
+    assert updates[2]["choices"] == [("same tags, different noise", "noise")]
+    hair, eyes, mode, info = app.on_generator("cgan")
+    assert hair["choices"][:3] == ["random", "orange", "white"] and eyes["visible"]
+    assert [v for _, v in mode["choices"]] == ["noise", "every hair", "every eyes"]
+    assert "CPUExecutionProvider" in info
+    source, targets, info = app.on_translator("stargan")
+    assert source["choices"] == targets["choices"] == list(DOMAINS)
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"hair": "plaid"}, "unknown hair tag 'plaid'; valid hair tags are orange, white"),
     ({"mode": "every nose"}, "mode 'every nose': this model offers noise, every hair"),

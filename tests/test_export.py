@@ -21,7 +21,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from export import runtime
+from export import onnx_export, runtime
 from export.__main__ import main as export_main
 from export.onnx_export import (
     FP16_TOL,
@@ -200,6 +200,13 @@ def test_cli(runs, tmp_path):
 
 
 # -- error paths ----------------------------------------------------------------------
+def test_parity_failure_writes_nothing(runs, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(onnx_export, "FP32_TOL", -1.0)  # every difference is too large
+    assert export_main(["--run", str(runs["dcgan"]), "--out", str(tmp_path)]) == 1
+    assert "ONNX Runtime differs from PyTorch" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_run_without_checkpoint(runs, tmp_path, capsys):
     run = make_run(tmp_path / "fresh", KINDS["cgan"][0], mlds_vocab())
     (run / "checkpoints" / "latest").unlink()

@@ -131,7 +131,7 @@ def test_two_nodes_train_and_checkpoint(cluster, tiny_data, tmp_path):
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_usr1_checkpoints_requeues_and_resumes(cluster, tiny_data, tmp_path):
-    steps = 150
+    steps = 60
     run = tmp_path / "run"
     job_id = submit(cluster, tmp_path, run, [f"data.path={tiny_data}", f"steps={steps}"])
 

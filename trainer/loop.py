@@ -251,7 +251,7 @@ class Trainer:
             self.acc.print(f"note: {ckpt} was written by {meta['world_size']} processes, "
                            f"resuming with {self.acc.num_processes}: the data order changes")
         self.acc.load_state(str(ckpt))  # weights_only loads; weights are safetensors
-        ema = load_file(str(ckpt / EMA_FILE), device=str(self.device))
+        ema = load_file(str(ckpt / EMA_FILE), device="cpu")  # load_state_dict copies to the device
         self.ema.load_state_dict(ema)
         self.state = LoopState(step=meta["step"], consumed=meta["consumed"],
                                elapsed=meta["elapsed"], starts=meta["starts"],

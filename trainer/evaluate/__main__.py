@@ -33,6 +33,9 @@ def parse_eval_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--resize", choices=list(RESIZES), default="clean",
                    help="resize to 299 px for Inception (default clean: PIL bicubic, clean-fid)")
     p.add_argument("--no-fid", action="store_true", help="skip FID/KID (the slow part)")
+    p.add_argument("--classifier-samples", type=int, default=40_000,
+                   help="training budget of each judging classifier, in images (default "
+                        "40000; lower for a quick look, the held-out accuracy is reported)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", help="FID statistics and classifiers "
                    "(default: $TAGFACE_CACHE/eval or ~/.cache/tagface/eval)")
@@ -68,13 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.evaluate.pipeline import EvalError, EvalOptions, evaluate_run
     from trainer.runs import RunError
 
-    for name in ("n", "k", "stargan_n"):
+    for name in ("n", "k", "stargan_n", "classifier_samples"):
         if getattr(args, name) < 1 or (name == "n" and args.n < 2):
             print(f"error: --{name.replace('_', '-')} must be >= {2 if name == 'n' else 1}",
                   file=sys.stderr)
             return 2
     opts = EvalOptions(n=args.n, k=args.k, stargan_n=args.stargan_n, fid=not args.no_fid,
-                       resize=args.resize, seed=args.seed, cache_dir=args.cache_dir)
+                       resize=args.resize, seed=args.seed, cache_dir=args.cache_dir,
+                       classifier_samples=args.classifier_samples)
     start = time.perf_counter()
     command = "python -m trainer.evaluate " + shlex.join(argv)
     try:

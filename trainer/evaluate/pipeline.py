@@ -53,6 +53,7 @@ class EvalOptions:
     resize: str = "clean"  # clean (clean-fid, PIL bicubic) | pytorch-fid (torch bilinear)
     seed: int = 0
     cache_dir: str | None = None  # FID statistics and classifiers; None = data cache/eval
+    classifier_samples: int = 40_000  # training budget of each judging classifier (images)
 
 
 @contextlib.contextmanager
@@ -133,7 +134,7 @@ def spread_samples(G: nn.Module, dataset: object, vocab: object, combinations: i
 
 def classifier_summary(report: dict) -> dict:
     """The parts of a classifier report that go into metrics.json."""
-    keys = ("n_train", "n_holdout", "size", "steps", "train_seconds", "holdout_clean",
+    keys = ("heads", "n_train", "n_holdout", "size", "steps", "train_seconds", "holdout_clean",
             "holdout_noisy", "noisy_sigma", "cached")
     return {k: report[k] for k in keys if k in report}
 
@@ -184,13 +185,18 @@ def evaluate_generator(G: nn.Module, dataset: object, vocab: object, opts: EvalO
     conditional = vocab is not None and not stargan and bool(getattr(G, "n_cond", 1))
 
     t = time.perf_counter()
-    heads = clf.dataset_heads(dataset)
-    model = None
-    if heads.heads:
-        say("classifier: loading from cache or training (about a minute on 2 cores)")
-        model, report = clf.fitted_classifier(dataset, cache)
-        m["classifier"] = classifier_summary(report)
-    m["seconds"]["classifier"] = round(time.perf_counter() - t, 1)
+    settings = clf.TrainSettings(samples=opts.classifier_samples)
+    model = part_model = None
+    m["classifier"] = {}
+    if clf.dataset_heads(dataset, "labels").heads:
+        say("label classifier: from the cache, or trained (about a minute on 2 cores)")
+        model, report = clf.fitted_classifier(dataset, "labels", cache, settings)
+        m["classifier"]["labels"] = classifier_summary(report)
+    if not stargan and clf.avatar_records(dataset) is not None:
+        say("part classifier: from the cache, or trained (about a minute on 2 cores)")
+        part_model, report = clf.fitted_classifier(dataset, "parts", cache, settings)
+        m["classifier"]["parts"] = classifier_summary(report)
+    m["seconds"]["classifiers"] = round(time.perf_counter() - t, 1)
 
     if stargan:
         from trainer.evaluate.stargan_metrics import stargan_metrics
@@ -207,7 +213,6 @@ def evaluate_generator(G: nn.Module, dataset: object, vocab: object, opts: EvalO
         m["seconds"]["stargan"] = round(time.perf_counter() - t, 1)
         return m, pics
 
-    pred_fake = None
     if opts.fid:
         t = time.perf_counter()
         say(f"FID/KID: {opts.n} generated vs {min(opts.n, len(dataset))} real images "  # type: ignore[arg-type]
@@ -227,7 +232,7 @@ def evaluate_generator(G: nn.Module, dataset: object, vocab: object, opts: EvalO
 
     t = time.perf_counter()
     say("diversity: part modes and within-combination spread")
-    if model is not None and any(h.kind == "part" for h in model.heads):
+    if part_model is not None:
         g = torch.Generator().manual_seed(opts.seed + 3)
         n = opts.n
         z = torch.randn(n, generator_z_dim(G), generator=g)
@@ -236,10 +241,10 @@ def evaluate_generator(G: nn.Module, dataset: object, vocab: object, opts: EvalO
         fake = generate(G, z, tags)
         perm = torch.randperm(len(labels), generator=g)
         real_a, real_b = perm[:n], perm[n:2 * n] if len(perm) >= 2 * n else perm[-n:]
-        pred_fake = clf.predict(model, fake)
-        pred_real = clf.predict(model, dataset.images[real_a])  # type: ignore[attr-defined]
-        pred_ref = clf.predict(model, dataset.images[real_b])  # type: ignore[attr-defined]
-        m["modes"] = part_modes(model.heads, pred_fake, pred_real, pred_ref)
+        pred_fake = clf.predict(part_model, fake)
+        pred_real = clf.predict(part_model, dataset.images[real_a])  # type: ignore[attr-defined]
+        pred_ref = clf.predict(part_model, dataset.images[real_b])  # type: ignore[attr-defined]
+        m["modes"] = part_modes(part_model.heads, pred_fake, pred_real, pred_ref)
     fakes, reals, names = spread_samples(G, dataset, vocab, opts.spread_combinations,
                                          opts.spread_k, opts.seed)
     m["spread"] = {**spread(fakes, reals), "names": names}
@@ -308,7 +313,8 @@ _CLASSIFIERS: dict[str, clf.TagClassifier] = {}
 def evaluate_during_training(G: nn.Module, dataset: object, vocab: object,
                              cfg: object | int | None = None, *, n: int = 256, k: int = 2,
                              fid: bool = True, stargan_n: int = 8,
-                             cache_dir: str | Path | None = None) -> dict[str, float]:
+                             cache_dir: str | Path | None = None,
+                             classifier_samples: int = 40_000) -> dict[str, float]:
     """Cheap metrics for the training log (main process only; no collective calls).
 
     ``cfg`` is the run's TrainConfig (its data.cache_dir is used) or, as a shortcut,
@@ -326,14 +332,15 @@ def evaluate_during_training(G: nn.Module, dataset: object, vocab: object,
     G = unwrap(G)
     out: dict[str, float] = {}
     with preserved_rng():
-        heads = clf.dataset_heads(dataset, parts=False)
+        heads = clf.dataset_heads(dataset, "labels")
+        settings = clf.TrainSettings(samples=classifier_samples)
         model = None
         if heads.heads:
             key = str(clf.classifier_cache_file(cache, clf.dataset_key(dataset), heads.heads,
                                                 int(dataset.images.shape[-1]),  # type: ignore[attr-defined]
-                                                clf.TrainSettings()))
+                                                settings))
             if key not in _CLASSIFIERS:
-                _CLASSIFIERS[key] = clf.fitted_classifier(dataset, cache, parts=False)[0]
+                _CLASSIFIERS[key] = clf.fitted_classifier(dataset, "labels", cache, settings)[0]
             model = _CLASSIFIERS[key]
         if _is_domains(vocab) and model is not None:
             from trainer.evaluate.stargan_metrics import stargan_metrics
@@ -354,5 +361,5 @@ def evaluate_during_training(G: nn.Module, dataset: object, vocab: object,
             out[f"fid{n}"] = float(res["fid"])
             out[f"kid{n}"] = float(res["kid"])
         fakes, reals, _ = spread_samples(G, dataset, vocab, 4, 8, 0)
-        out["pixel_std_ratio"] = spread(fakes, reals)["pixel_std_ratio"]
+        out["pixel_std_ratio"] = spread(fakes, reals, msssim=False)["pixel_std_ratio"]
     return out

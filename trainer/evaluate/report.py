@@ -92,17 +92,19 @@ def write_report(m: dict, pics: dict, loaded: object, dataset: object, out: Path
                   f"(inception-2015-12-05) pool3, 2048-d. FID depends on both the sample "
                   f"counts and the resize: compare only numbers with the same ones.", ""]
 
-    if "classifier" in m:
-        c = m["classifier"]
-        lines += ["## Judging classifier", "",
-                  f"Trained on {c['n_train']} real images with noise (sigma up to 0.35), "
-                  f"blur and contrast jitter; {c['n_holdout']} held out"
-                  f"{' (read from cache)' if c.get('cached') else ''}.", "",
-                  f"| head | held-out clean | held-out noisy (sigma {c['noisy_sigma']}) |",
-                  "|---|---|---|"]
-        for h, v in c["holdout_clean"].items():
-            lines.append(f"| {h} | {_pct(v)} | {_pct(c['holdout_noisy'][h])} |")
-        lines.append("")
+    if m.get("classifier"):
+        lines += ["## Judging classifiers", "",
+                  "Small CNNs trained on the real images with noise (sigma up to 0.35), blur "
+                  "and contrast jitter, so that GAN grain does not fool them; accuracy on "
+                  "held-out real images, clean and with added noise.", "",
+                  "| judge | head | held-out clean | held-out noisy |", "|---|---|---|---|"]
+        for judge, c in m["classifier"].items():
+            for h, v in c["holdout_clean"].items():
+                lines.append(f"| {judge} | {h} | {_pct(v)} | {_pct(c['holdout_noisy'][h])} |")
+        lines += [""] + [f"- {judge}: {c['n_train']} training / {c['n_holdout']} held-out "
+                         f"images, {c['steps']} steps, noisy = sigma {c['noisy_sigma']}"
+                         f"{', read from cache' if c.get('cached') else ''}."
+                         for judge, c in m["classifier"].items()] + [""]
 
     if "tag_accuracy" in m:
         a = m["tag_accuracy"]

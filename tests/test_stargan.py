@@ -1,0 +1,489 @@
+"""StarGAN: networks, losses, norm statistics, translation CLI, resume and a short training."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from trainer import translate
+from trainer.config import ConfigError, load_config, to_yaml
+from trainer.data.vocab import Domains, save_vocab
+from trainer.losses import gradient_penalty
+from trainer.models import build_discriminator, build_generator
+from trainer.models.stargan import (
+    InstanceNorm2d,
+    StarGANConfig,
+    StarGANDiscriminator,
+    StarGANGenerator,
+)
+from trainer.recipes.stargan import (
+    StarGanRecipe,
+    domain_classification_loss,
+    permuted_targets,
+)
+from trainer.runs import EMA_FILE, META_FILE, checkpoint_name, latest_checkpoint
+
+CELEBA = Domains(("Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"),
+                 (("Black_Hair", "Blond_Hair", "Brown_Hair"),))
+AVATARS = Domains(("Black_Hair", "Blond_Hair", "Brown_Hair", "Eyeglasses", "Short_Hair"),
+                  (("Black_Hair", "Blond_Hair", "Brown_Hair"),))
+
+
+def n_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+# -- networks -------------------------------------------------------------------------
+def expected_g_params(c: int, k: int, repeat: int) -> int:
+    """Layer formula of the official G (no conv bias; InstanceNorm affine = 2 per channel)."""
+    conv = lambda cin, cout, ks: cin * cout * ks * ks  # noqa: E731
+    norm = lambda ch: 2 * ch  # noqa: E731
+    total = conv(3 + k, c, 7) + norm(c)
+    total += conv(c, 2 * c, 4) + norm(2 * c) + conv(2 * c, 4 * c, 4) + norm(4 * c)
+    total += repeat * 2 * (conv(4 * c, 4 * c, 3) + norm(4 * c))
+    total += conv(4 * c, 2 * c, 4) + norm(2 * c) + conv(2 * c, c, 4) + norm(c)
+    return total + conv(c, 3, 7)
+
+
+def expected_d_params(c: int, k: int, repeat: int, size: int) -> int:
+    """Official D: biased 4x4 stride-2 convs, bias-free 3x3 src head and size/2^n cls head."""
+    total, cin, cout = 0, 3, c
+    for _ in range(repeat):
+        total += cin * cout * 16 + cout
+        cin, cout = cout, cout * 2
+    kernel = size // 2 ** repeat
+    return total + cin * 1 * 9 + cin * k * kernel * kernel
+
+
+def test_parameter_counts_at_the_official_config():
+    cfg = load_config("stargan_celeba")
+    G, D = build_generator(cfg, 5), build_discriminator(cfg, [5])
+    assert n_params(G) == expected_g_params(64, 5, 6)
+    assert n_params(D) == expected_d_params(64, 5, 6, 128)
+    # The official model.py prints these two numbers for its defaults.
+    assert (n_params(G), n_params(D)) == (8_430_528, 44_762_048)
+
+
+@pytest.mark.parametrize("size,d_repeat", [(128, 6), (256, 6), (64, 5), (32, 5)])
+def test_shapes(size, d_repeat):
+    cfg = StarGANConfig(image_size=size, n_domains=3, g_conv_dim=8, d_conv_dim=8, repeat_num=2,
+                        d_repeat_num=d_repeat)
+    G, D = StarGANGenerator(cfg), StarGANDiscriminator(cfg)
+    x = torch.rand(2, 3, size, size) * 2 - 1
+    y = G(x, torch.tensor([[1.0, 0, 1], [0, 1, 0]]))
+    assert y.shape == x.shape and y.abs().max() <= 1
+    src, cls = D(y)
+    patch = size // 2 ** d_repeat
+    assert src.shape == (2, 1, patch, patch) and cls.shape == (2, 3)
+    assert n_params(G) == expected_g_params(8, 3, 2)
+    assert n_params(D) == expected_d_params(8, 3, d_repeat, size)
+
+
+def test_official_layout_and_state_dict_names():
+    """InstanceNorm(affine, running stats), no G conv bias, official parameter names."""
+    G = StarGANGenerator(StarGANConfig(g_conv_dim=8, repeat_num=1))
+    norms = [m for m in G.modules() if isinstance(m, torch.nn.InstanceNorm2d)]
+    assert norms and all(m.affine and m.track_running_stats for m in norms)
+    convs = [m for m in G.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)]
+    assert all(m.bias is None for m in convs)
+    assert {"main.1.running_mean", "main.9.main.0.weight"} <= set(G.state_dict())
+    D = StarGANDiscriminator(StarGANConfig(d_conv_dim=8))
+    assert {"conv1.weight", "conv2.weight", "main.0.bias"} <= set(D.state_dict())
+    assert isinstance(D.main[1], torch.nn.LeakyReLU) and D.main[1].negative_slope == 0.01
+
+
+def test_bad_sizes_name_the_key():
+    with pytest.raises(ConfigError, match="model.d_repeat_num"):
+        build_discriminator(load_config("stargan_avatars", ["model.d_repeat_num=7"]), [5])
+    with pytest.raises(ConfigError, match="data.attrs"):
+        build_generator(load_config("stargan_avatars"), 0)
+
+
+def test_wrong_domain_vector_is_an_error():
+    G = StarGANGenerator(StarGANConfig(image_size=32, n_domains=5, g_conv_dim=8, repeat_num=1))
+    with pytest.raises(ValueError, match=r"expected \[B, 5\]"):
+        G(torch.zeros(1, 3, 32, 32), torch.zeros(1, 4))
+
+
+# -- InstanceNorm statistics at inference ---------------------------------------------
+def _trained_norm_g(mode: str) -> StarGANGenerator:
+    torch.manual_seed(0)
+    G = StarGANGenerator(StarGANConfig(image_size=32, n_domains=2, g_conv_dim=8, repeat_num=1,
+                                       norm_stats=mode))
+    with torch.no_grad():  # a few train-mode passes move the running averages off (0, 1)
+        for _ in range(3):
+            G(torch.rand(4, 3, 32, 32) * 2 - 1, torch.ones(4, 2))
+    return G
+
+
+def test_norm_stats_modes():
+    x, c = torch.rand(3, 3, 32, 32) * 2 - 1, torch.tensor([[1.0, 0], [0, 1], [1, 1]])
+    G = _trained_norm_g("instance")
+    with torch.no_grad():
+        train_out = G.train()(x, c)  # per-image statistics (also updates the averages)
+        state = {k: v.clone() for k, v in G.state_dict().items()}
+        inst = G.eval()(x, c)
+        assert all(torch.equal(v, G.state_dict()[k]) for k, v in state.items()), \
+            "eval must not touch the running averages"
+        running = G.set_inference_norm("running")(x, c)
+        single = G.set_inference_norm("instance")(x[:1], c[:1])
+    assert torch.allclose(inst, train_out, atol=1e-5)  # instance == what training computes
+    assert torch.allclose(single, inst[:1], atol=1e-5)  # per image: batch-independent
+    assert (running - inst).abs().max() > 1e-3  # the running averages really differ
+    # "running" is plain PyTorch eval: same as nn.InstanceNorm2d with the same state.
+    norm = next(m for m in G.modules() if isinstance(m, InstanceNorm2d))
+    ref = torch.nn.InstanceNorm2d(norm.num_features, affine=True, track_running_stats=True)
+    ref.load_state_dict(norm.state_dict())
+    h = torch.randn(2, norm.num_features, 8, 8)
+    G.set_inference_norm("running").eval()
+    assert torch.allclose(norm(h), ref.eval()(h), atol=1e-6)
+    with pytest.raises(ValueError, match="norm_stats"):
+        G.set_inference_norm("batch")
+
+
+def test_norm_stats_follows_the_config():
+    for mode in ("running", "instance"):
+        cfg = load_config("stargan_avatars", [f"model.norm_stats={mode}"])
+        G = build_generator(cfg, 5)
+        assert {m.inference_stats for m in G.modules() if isinstance(m, InstanceNorm2d)} == {mode}
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:# The axis name")
+@pytest.mark.parametrize("mode", ["running", "instance"])
+def test_norm_stats_survive_onnx_export(mode, tmp_path):
+    """Dynamo export follows the eval-mode choice; ORT matches PyTorch at batch 1 and 3."""
+    ort = pytest.importorskip("onnxruntime")
+    G = _trained_norm_g(mode).eval()
+    x, c = torch.rand(1, 3, 32, 32) * 2 - 1, torch.ones(1, 2)
+    path = tmp_path / "g.onnx"
+    batch = torch.export.Dim("batch")
+    torch.onnx.export(G, (x, c), str(path), input_names=["image", "domains"],
+                      dynamic_shapes={"image": {0: batch}, "domains": {0: batch}},
+                      dynamo=True, external_data=False)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for b in (1, 3):
+        xb, cb = torch.rand(b, 3, 32, 32) * 2 - 1, (torch.rand(b, 2) > 0.5).float()
+        out = sess.run(None, {"image": xb.numpy(), "domains": cb.numpy()})[0]
+        with torch.no_grad():
+            assert np.abs(out - G(xb, cb).numpy()).max() < 1e-4
+
+
+# -- losses ---------------------------------------------------------------------------
+def _tiny_recipe(**over) -> StarGanRecipe:
+    overrides = ["data.size=32", "model.g_ch=8", "model.d_ch=8", "model.repeat_num=1",
+                 "model.d_repeat_num=5", *[f"{k}={v}" for k, v in over.items()]]
+    torch.manual_seed(0)
+    return StarGanRecipe(load_config("stargan_avatars", overrides), AVATARS, 32)
+
+
+def _batch(b: int = 4) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    labels = torch.tensor([[1.0, 0, 0, 1, 0], [0, 1, 0, 0, 1], [0, 0, 1, 1, 1], [0, 0, 0, 0, 0]])
+    return {"image": torch.rand(b, 3, 32, 32, generator=g) * 2 - 1, "labels": labels[:b]}
+
+
+def test_classification_loss_is_official_bce_sum_over_domains():
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
+    target = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    manual = -(target * F.logsigmoid(logits) + (1 - target) * F.logsigmoid(-logits)).sum() / 2
+    assert torch.allclose(domain_classification_loss(logits, target), manual)
+
+
+def test_targets_are_a_permutation_of_the_batch_labels():
+    labels = torch.eye(6)[:, :5]
+    torch.manual_seed(3)
+    t = permuted_targets(labels)
+    assert sorted(map(tuple, t.tolist())) == sorted(map(tuple, labels.tolist()))
+
+
+def test_d_step_terms_match_the_official_formulas():
+    r, batch = _tiny_recipe(), _batch()
+    G, D = r.models["G"], r.models["D"]
+    x, c_org = batch["image"], batch["labels"]
+    torch.manual_seed(5)
+    loss, logs = r.d_step(batch)
+    torch.manual_seed(5)  # replay: same permutation, same interpolation weights
+    c_trg = c_org[torch.randperm(4)]
+    with torch.no_grad():
+        x_fake = G(x, c_trg)
+    out_src, out_cls = D(x)
+    d_loss_real = -out_src.mean()
+    d_loss_cls = F.binary_cross_entropy_with_logits(out_cls, c_org, reduction="sum") / 4
+    d_loss_fake = D(x_fake)[0].mean()
+    alpha = torch.rand(4, 1, 1, 1)
+    x_hat = (alpha * x + (1 - alpha) * x_fake).requires_grad_(True)
+    (dydx,) = torch.autograd.grad(D(x_hat)[0].sum(), x_hat)
+    d_loss_gp = ((dydx.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+    expect = d_loss_real + d_loss_fake + 1.0 * d_loss_cls + 10.0 * d_loss_gp
+    assert torch.allclose(logs["adv"], d_loss_real + d_loss_fake, atol=1e-5)
+    assert torch.allclose(logs["cls"], d_loss_cls, atol=1e-5)
+    assert torch.allclose(logs["gp"], d_loss_gp, atol=1e-5)
+    assert torch.allclose(loss, expect, atol=1e-4)
+    assert loss.requires_grad
+
+
+def test_gradient_penalty_is_the_shared_fp32_one():
+    r, batch = _tiny_recipe(), _batch()
+    D = r.models["D"]
+    real, fake = batch["image"], batch["image"].flip(0)
+    torch.manual_seed(2)
+    ours = gradient_penalty(lambda x: D(x)[0], real, fake)
+    assert ours.dtype == torch.float32 and ours > 0
+
+
+def test_g_step_terms_match_the_official_formulas():
+    r, batch = _tiny_recipe(**{"loss.lambda_cls": 2.0, "loss.lambda_rec": 7.0}), _batch()
+    G, D = r.models["G"], r.models["D"]
+    x, c_org = batch["image"], batch["labels"]
+    torch.manual_seed(6)
+    loss, logs = r.g_step(batch)
+    torch.manual_seed(6)
+    c_trg = c_org[torch.randperm(4)]
+    x_fake = G(x, c_trg)
+    out_src, out_cls = D(x_fake)
+    g_loss_fake = -out_src.mean()
+    g_loss_cls = F.binary_cross_entropy_with_logits(out_cls, c_trg, reduction="sum") / 4
+    g_loss_rec = (x - G(x_fake, c_org)).abs().mean()
+    assert torch.allclose(logs["adv"], g_loss_fake, atol=1e-5)
+    assert torch.allclose(logs["cls"], g_loss_cls, atol=1e-5)
+    assert torch.allclose(logs["rec"], g_loss_rec, atol=1e-5)
+    assert torch.allclose(loss, g_loss_fake + 2.0 * g_loss_cls + 7.0 * g_loss_rec, atol=1e-4)
+    assert set(logs) >= {"adv", "cls", "rec", "cls_acc", "loss"}
+    assert all(not v.requires_grad for v in logs.values())
+
+
+def test_phases_follow_the_config():
+    r = _tiny_recipe()
+    phases = {p.name: p for p in r.phases()}
+    assert phases["D"].every == 1 and phases["G"].every == 5
+    for name, opt in r.optimizers.items():
+        group = opt.param_groups[0]
+        assert group["lr"] == 1e-4 and tuple(group["betas"]) == (0.5, 0.999), name
+
+
+class _Images:
+    def __init__(self, n: int):
+        g = torch.Generator().manual_seed(0)
+        self.images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+        self.labels = (torch.rand(n, 5, generator=g) > 0.5).float()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def test_sample_rows_are_input_then_every_domain():
+    r = _tiny_recipe()
+    fixed = r.fixed_inputs(_Images(20), n=24, seed=0)
+    assert fixed["image"].shape == (4, 3, 32, 32)  # 24 // (1 + 5)
+    assert torch.equal(fixed["image"], r.fixed_inputs(_Images(20), n=24, seed=0)["image"])
+    images, nrow = r.sample(r.models["G"], fixed)
+    assert nrow == 6 and images.shape == (24, 3, 32, 32)
+    assert torch.equal(images.view(4, 6, 3, 32, 32)[:, 0], fixed["image"])
+    assert r.models["G"].training  # sampling restores the mode
+
+
+# -- translation CLI ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fake_run(tmp_path_factory) -> Path:
+    """A StarGAN run folder with an untrained EMA generator (no training needed)."""
+    run = tmp_path_factory.mktemp("runs") / "stargan"
+    cfg = load_config("stargan_avatars", ["data.size=32", "model.g_ch=8", "model.d_ch=8",
+                                          "model.repeat_num=1"])
+    ckpt = run / "checkpoints" / checkpoint_name(3)
+    ckpt.mkdir(parents=True)
+    (run / "config.yaml").write_text(to_yaml(cfg))
+    save_vocab(AVATARS, run / "vocab.json")
+    torch.manual_seed(0)
+    G = build_generator(cfg, AVATARS.n_domains)
+    save_file({k: v.contiguous() for k, v in G.state_dict().items()}, str(ckpt / EMA_FILE))
+    (ckpt / META_FILE).write_text(json.dumps({"step": 3}))
+    (run / "checkpoints" / "latest").write_text(ckpt.name + "\n")
+    return run
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    """Odd sizes and modes: RGBA, grayscale, palette, wide RGB."""
+    d = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(0)
+    out = {}
+    for mode, size in (("RGBA", (50, 40)), ("L", (33, 33)), ("P", (70, 90)), ("RGB", (178, 218))):
+        arr = rng.integers(0, 256, (size[1], size[0], 4), dtype=np.uint8)
+        img = Image.fromarray(arr, mode="RGBA").convert(mode)
+        out[mode] = d / f"{mode}.png"
+        img.save(out[mode])
+    return out
+
+
+def cli(args: list[str], capsys) -> tuple[int, str]:
+    code = translate.main(args)
+    return code, capsys.readouterr().err
+
+
+def test_translate_one_image_any_mode(fake_run, inputs, tmp_path, capsys):
+    for mode, path in inputs.items():
+        out = tmp_path / f"{mode}_out.png"
+        code, err = cli(["--run", str(fake_run), "--image", str(path), "--to", "Blond_Hair",
+                         "--from", "Black_Hair,Short_Hair", "--out", str(out)], capsys)
+        assert code == 0, err
+        with Image.open(out) as im:
+            assert im.size == (32, 32) and im.mode == "RGB"
+
+
+def test_translate_grid(fake_run, inputs, tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    code, err = cli(["--run", str(fake_run), "--image", str(inputs["RGBA"]), "--image",
+                     str(inputs["L"]), "--grid", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "no --from given" in err
+    with Image.open(out) as im:  # 6 columns (input + 5 domains), 2 rows, 14 px header
+        assert im.size == (2 + 6 * 34, 14 + 2 + 2 * 34)
+
+
+def test_translate_to_matches_the_targets(fake_run, inputs):
+    """--to keeps non-named attributes, switches hair siblings off; = G on that vector."""
+    src = translate.source_vector(AVATARS, ["Black_Hair", "Eyeglasses"])
+    tgt = translate.target_vector(AVATARS, src, ["Blond_Hair"])
+    assert tgt.tolist() == [0, 1, 0, 1, 0]
+    cfg = load_config(str(fake_run / "config.yaml"))
+    G = build_generator(cfg, 5)
+    G.load_state_dict(load_file(latest_checkpoint(fake_run) / EMA_FILE))
+    x = translate.load_input(inputs["RGB"], 32)
+    with torch.no_grad():
+        expect = G.eval()(x, torch.from_numpy(tgt)[None])
+    assert torch.allclose(translate.translate(G, x, tgt), expect)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--to", "Purple_Hair"], "Black_Hair, Blond_Hair, Brown_Hair, Eyeglasses, Short_Hair"),
+    (["--to", "Blond_Hair", "--from", "Bald"], "unknown domain 'Bald'"),
+    (["--vector", "0,1,0"], "length 3, expected 5"),
+    (["--vector", "0,a"], "comma-separated numbers"),
+    (["--to", " , "], "names no domain"),
+    (["--to", "Blond_Hair", "--crop", "0"], "--crop"),
+])
+def test_translate_errors_are_named(fake_run, inputs, tmp_path, capsys, args, message):
+    code, err = cli(["--run", str(fake_run), "--image", str(inputs["RGB"]),
+                     "--out", str(tmp_path / "x.png"), *args], capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_translate_bad_run_and_image(fake_run, tmp_path, capsys):
+    code, err = cli(["--run", str(tmp_path / "nope"), "--image", "x.png", "--to", "Blond_Hair",
+                     "--out", str(tmp_path / "o.png")], capsys)
+    assert code == 2 and "no such run folder" in err
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    code, err = cli(["--run", str(fake_run), "--image", str(bad), "--to", "Blond_Hair",
+                     "--out", str(tmp_path / "o.png")], capsys)
+    assert code == 2 and "cannot read it as an image" in err
+
+
+# -- training through the real loop ---------------------------------------------------
+def run_train(args: list[str], threads: int = 1) -> subprocess.CompletedProcess:
+    import os
+
+    env = {"TAGFACE_NO_BAR": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": str(threads)}
+    env.update({k: v for k, v in os.environ.items() if k.startswith(("TAGFACE_", "HOME",
+                                                                       "VIRTUAL_ENV"))})
+    return subprocess.run([sys.executable, "-m", "trainer.train", *args], capture_output=True,
+                          text=True, env=env, timeout=900)
+
+
+TINY = ["data.size=32", "batch_size=8", "model.g_ch=8", "model.d_ch=8", "model.repeat_num=1",
+        "log_every=2", "sample_every=4", "ckpt_every=4", "n_samples=12", "g_every=2"]
+
+
+def test_resume_equals_uninterrupted(avatar_dir, tmp_path):
+    """8 steps straight == 4 steps, stop, resume to 8: identical G, D, EMA and optimizers."""
+    common = ["--config", "stargan_avatars", f"data.path={avatar_dir}", *TINY,
+              "lr_decay_start=4"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    res = run_train([*common, "--run-dir", str(a), "steps=8"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert run_train([*common, "--run-dir", str(b), "steps=4"]).returncode == 0
+    res = run_train([*common, "--run-dir", str(b), "--resume", "auto", "steps=8"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    ca, cb = latest_checkpoint(a), latest_checkpoint(b)
+    assert ca.name == cb.name == "step_00000008"
+    for f in ("g_ema.safetensors", "model.safetensors", "model_1.safetensors"):
+        fa, fb = load_file(ca / f), load_file(cb / f)
+        diff = [k for k in fa if not torch.equal(fa[k], fb[k])]
+        assert not diff, f"{f} differs after resume: {diff[:3]}"
+    assert any(k.endswith("running_mean") for k in load_file(ca / "g_ema.safetensors"))
+    for opt in ("optimizer.bin", "optimizer_1.bin"):
+        sa = torch.load(ca / opt, weights_only=True)
+        sb = torch.load(cb / opt, weights_only=True)
+        assert sa["param_groups"][0]["lr"] == sb["param_groups"][0]["lr"]
+        for k, st in sa["state"].items():
+            assert torch.equal(st["exp_avg"], sb["state"][k]["exp_avg"])
+    rows = [json.loads(x) for x in (a / "metrics.jsonl").read_text().splitlines()]
+    assert {"D/gp", "D/cls", "G/rec", "G/cls"} <= set().union(*rows)
+    with Image.open(sorted((a / "samples").glob("*.png"))[-1]) as im:
+        assert im.width == 2 + 6 * 34  # input + 5 domains per row
+
+
+# A short run on 64 px avatars, then: does "to Blond_Hair" / "to Black_Hair" move the hair?
+TRAIN_STEPS = 300
+HAIR_RGB = {"Blond_Hair": (0xF2, 0xD0, 0x4B), "Black_Hair": (0x1C, 0x1C, 0x1C)}
+
+
+@pytest.fixture(scope="module")
+def avatars64(tmp_path_factory) -> Path:
+    from trainer.data.avatars import generate_avatars
+
+    out = tmp_path_factory.mktemp("data") / "avatars64"
+    generate_avatars(out, 1200, 64, seed=3, workers=2, progress=False)
+    return out
+
+
+def hair_masks(folder: Path, ids: list[int]) -> np.ndarray:
+    """Pixels that change when only the hair colour changes: bool [N, 64, 64]."""
+    import io
+
+    from trainer.data.avatars import load_meta, rerender
+
+    records = load_meta(folder)
+    masks = []
+    for i in ids:
+        a, b = (np.asarray(Image.open(io.BytesIO(rerender(records[i], hair_color=c)))
+                           .convert("RGB"), np.int16) for c in ("black", "white"))
+        masks.append(np.abs(a - b).sum(-1) > 60)
+    return np.stack(masks)
+
+
+@pytest.mark.slow
+def test_short_training_moves_hair_colour_toward_the_target(avatars64, tmp_path):
+    run = tmp_path / "run"
+    res = run_train(["--config", "stargan_avatars", "--run-dir", str(run),
+                     f"data.path={avatars64}", f"steps={TRAIN_STEPS}", "lr_decay_start=0",
+                     "sample_every=100", "ckpt_every=100", "log_every=25"], threads=2)
+    assert res.returncode == 0, res.stderr[-3000:]
+    from trainer.data import load_dataset
+    from trainer.runs import load_generator
+
+    loaded = load_generator(run)
+    ds = load_dataset(avatars64, size=64, attrs=list(AVATARS.names))
+    ids = [i for i in range(len(ds)) if ds.labels[i, :3].sum() == 0][:48]  # other hair colours
+    masks = torch.from_numpy(hair_masks(avatars64, ids))
+    x = ds.images[ids].float() / 127.5 - 1
+    src = ds.labels[ids].numpy()
+    before = ((x + 1) * 127.5).permute(0, 2, 3, 1)[masks]  # [P, 3] hair pixels
+    for name, rgb in HAIR_RGB.items():
+        y = translate.translate(loaded.model, x, AVATARS.apply(src, [name]))
+        after = ((y + 1) * 127.5).permute(0, 2, 3, 1)[masks]
+        target = torch.tensor(rgb, dtype=torch.float32)
+        d0 = (before - target).norm(dim=1).mean()
+        d1 = (after - target).norm(dim=1).mean()
+        # Mean RGB distance of hair pixels to the target colour drops by at least a quarter.
+        assert d1 < 0.75 * d0, f"{name}: distance {d0:.1f} -> {d1:.1f}"

@@ -1,0 +1,444 @@
+"""One reader per on-disk dataset format, and auto-detection.
+
+A reader turns a dataset folder into a ``Listing``: image paths in label order,
+the label matrix and its vocabulary. Readers only read text files; images are
+decoded later, once, by ``trainer.data.cache``. Formats (see docs/data.md):
+
+========== =================================================================
+avatars    images/ + tags.csv + list_attr.txt + meta.jsonl (``trainer.data avatars``)
+mlds       faces/ + tags_clean.csv (``id,tag:count<TAB>tag:count...``)
+adl        images/ + tags.csv (``id,blonde hair aqua eyes``), ADL extra_data
+cartoon    images/ + cartoon_attr.txt, the ADL 2019 Cartoon Set subset
+celeba     list_attr_celeba.txt + img_align_celeba/ (or images/)
+cartoonset Google Cartoon Set: csXXX.png beside csXXX.csv (``"hair_color", 3, 10``)
+folder     any folder of images, unconditional
+========== =================================================================
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from trainer.data.vocab import Domains, TagGroup, Vocab, VocabError, mlds_vocab
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+# StarGAN attributes (list_attr.txt columns). Hair colours exclude each other,
+# as in the official StarGAN; CelebA has the first four, the avatars all twelve.
+HAIR_COLOUR_ATTRS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair", "Orange_Hair",
+                     "White_Hair", "Aqua_Hair", "Green_Hair", "Red_Hair", "Purple_Hair",
+                     "Pink_Hair", "Blue_Hair")
+EYE_COLOUR_ATTRS = ("Black_Eyes", "Orange_Eyes", "Pink_Eyes", "Yellow_Eyes", "Aqua_Eyes",
+                    "Purple_Eyes", "Green_Eyes", "Brown_Eyes", "Red_Eyes", "Blue_Eyes")
+CELEBA_DEFAULT_ATTRS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young")
+CELEBA_CROP = 178  # official StarGAN: CenterCrop(178) of the 178x218 aligned faces
+CARTOONSET_DEFAULT_ATTRS = ("hair_color", "eye_color", "face_color", "glasses")
+CARTOONSET_GROUP_NAMES = {"hair_color": "hair", "eye_color": "eyes", "face_color": "face"}
+
+
+class DataError(ValueError):
+    """A dataset folder or file that cannot be used; the message names the file (and line)."""
+
+
+class DataWarning(UserWarning):
+    """Images that were skipped (unreadable, truncated, missing); training goes on."""
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a reader found: images in label order, labels and their vocabulary."""
+
+    root: Path
+    format: str
+    files: list[Path]  # image paths, row i labelled by labels[i]
+    labels: np.ndarray  # float32 [N, K]: concatenated one-hots (Vocab) or 0/1 (Domains)
+    vocab: Vocab | Domains | None
+    crop: int | None = None  # centre square side before resizing; None = largest square
+    notes: list[str] = field(default_factory=list)  # what was filtered, for `info`
+
+    def __post_init__(self) -> None:
+        if self.labels.ndim != 2 or len(self.labels) != len(self.files):
+            raise ValueError(f"{len(self.files)} files but labels of shape {self.labels.shape}")
+
+    def head(self, n: int) -> Listing:
+        """The first n images (all if n <= 0)."""
+        if n <= 0 or n >= len(self.files):
+            return self
+        return replace(self, files=self.files[:n], labels=self.labels[:n])
+
+
+Reader = Callable[[Path, tuple[str, ...], bool], Listing]
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    looks_for: str  # what detection looks for, for the "unknown folder" message
+    detect: Callable[[Path], bool]
+    read: Reader
+
+
+FORMATS: dict[str, Format] = {}  # detection order is insertion order
+
+
+def register(name: str, looks_for: str, detect: Callable[[Path], bool]) -> Callable[[Reader], Reader]:
+    def wrap(read: Reader) -> Reader:
+        FORMATS[name] = Format(name, looks_for, detect, read)
+        return read
+    return wrap
+
+
+def detect_format(root: str | Path) -> str:
+    """Name of the first format whose files are in ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such dataset folder")
+    for fmt in FORMATS.values():
+        if fmt.detect(root):
+            return fmt.name
+    looked = "; ".join(f"{f.looks_for} ({f.name})" for f in FORMATS.values())
+    raise DataError(f"{root}: no known dataset format; looked for {looked}")
+
+
+def read_listing(root: str | Path, format: str = "auto", attrs: Sequence[str] = (),
+                 mlds_strict: bool = True) -> Listing:
+    """Read the labels of the dataset in ``root`` (format auto-detected unless given)."""
+    root = Path(root)
+    name = detect_format(root) if format == "auto" else format
+    if name not in FORMATS:
+        raise DataError(f"unknown dataset format {format!r}; formats are auto, "
+                        f"{', '.join(FORMATS)}")
+    if not root.is_dir():
+        raise DataError(f"{root}: no such dataset folder")
+    listing = FORMATS[name].read(root, tuple(attrs), mlds_strict)
+    if not listing.files:
+        raise DataError(f"{root}: the {name} reader found no images")
+    return listing
+
+
+# -- helpers -------------------------------------------------------------------
+def _lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def _stems(folder: Path) -> dict[str, Path]:
+    """Image files of a folder by stem (``0`` -> folder/0.jpg)."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: image folder not found")
+    with os.scandir(folder) as it:
+        return {Path(e.name).stem: Path(e.path) for e in it
+                if e.name.lower().endswith(IMAGE_EXTS)}
+
+
+def _image_for(stems: dict[str, Path], folder: Path, ident: str) -> Path:
+    # A missing image is not an error here: decoding counts it with unreadable ones.
+    return stems.get(ident, folder / f"{ident}.png")
+
+
+def _no_attrs(name: str, attrs: tuple[str, ...]) -> None:
+    if attrs:
+        raise DataError(f"the {name} format has tags, not attributes; attrs={list(attrs)} "
+                        f"needs the avatars, celeba or cartoonset format")
+
+
+def _has(*names: str) -> Callable[[Path], bool]:
+    return lambda root: all((root / n).exists() for n in names)
+
+
+# -- tag formats -----------------------------------------------------------------
+def read_tags_csv(path: Path, image_dir: Path, vocab: Vocab) -> tuple[list[Path], np.ndarray]:
+    """ADL ``tags.csv``: ``id,blonde hair aqua eyes`` per line."""
+    lines = _lines(path)
+    stems = _stems(image_dir)
+    files, idx = [], []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        ident, sep, text = line.partition(",")
+        if not sep or not ident.strip():
+            raise DataError(f"{path}:{lineno}: expected 'id,<tags>', got {line!r}")
+        try:
+            idx.append(vocab.indices(vocab.parse(text)))
+        except VocabError as e:
+            raise DataError(f"{path}:{lineno}: {e}") from None
+        files.append(_image_for(stems, image_dir, ident.strip()))
+    labels = vocab.encode_indices(np.array(idx, dtype=np.int64).reshape(-1, len(vocab.groups)))
+    return files, labels
+
+
+@register("avatars", "images/ + tags.csv + list_attr.txt + meta.jsonl",
+          _has("images", "tags.csv", "list_attr.txt", "meta.jsonl"))
+def read_avatars(root: Path, attrs: tuple[str, ...], mlds_strict: bool) -> Listing:
+    """Tags (hair, eyes) by default; with ``attrs``, StarGAN domains from list_attr.txt."""
+    if attrs:
+        listing = read_celeba(root, attrs, mlds_strict)
+        return replace(listing, format="avatars")
+    files, labels = read_tags_csv(root / "tags.csv", root / "images", mlds_vocab())
+    return Listing(root, "avatars", files, labels, mlds_vocab())
+
+
+def parse_mlds_tags(path: Path, lineno: int, text: str) -> dict[str, int]:
+    """``tag:count<TAB>tag:count...`` -> {tag: count}."""
+    out: dict[str, int] = {}
+    for item in text.split("\t"):
+        item = item.strip()
+        if not item:
+            continue
+        tag, sep, count = item.rpartition(":")
+        if not sep or not tag.strip():
+            raise DataError(f"{path}:{lineno}: expected 'tag:count', got {item!r}")
+        try:
+            out[tag.strip()] = int(count)
+        except ValueError:
+            raise DataError(f"{path}:{lineno}: count of {tag.strip()!r} is not an integer: "
+                            f"{count!r}") from None
+    return out
+
+
+@register("mlds", "faces/ + tags_clean.csv", _has("faces", "tags_clean.csv"))
+def read_mlds(root: Path, attrs: tuple[str, ...], mlds_strict: bool) -> Listing:
+    """MLDS anime faces. Strict: exactly one known hair and one known eye colour tag;
+    otherwise the most counted known tag of each group. Images lacking either are dropped."""
+    _no_attrs("mlds", attrs)
+    vocab = mlds_vocab()
+    path, image_dir = root / "tags_clean.csv", root / "faces"
+    lines = _lines(path)
+    stems = _stems(image_dir)
+    files, idx, total = [], [], 0
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        total += 1
+        ident, sep, text = line.partition(",")
+        if not sep or not ident.strip():
+            raise DataError(f"{path}:{lineno}: expected 'id,tag:count<TAB>...', got {line!r}")
+        tags = parse_mlds_tags(path, lineno, text)
+        row = []
+        for g in vocab.groups:
+            found = [(count, -i, t) for i, (tag, count) in enumerate(tags.items())
+                     for t in g.tags if tag == f"{t} {g.name}"]
+            if not found or (mlds_strict and len(found) > 1):
+                break
+            row.append(g.tags.index(max(found)[2]))
+        else:
+            idx.append(row)
+            files.append(_image_for(stems, image_dir, ident.strip()))
+    rule = "exactly one" if mlds_strict else "at least one"
+    note = (f"kept {len(files)} of {total} images with {rule} known hair and eye colour tag"
+            f"{'' if mlds_strict else ' (most counted wins)'}")
+    labels = vocab.encode_indices(np.array(idx, dtype=np.int64).reshape(-1, 2))
+    return Listing(root, "mlds", files, labels, vocab, notes=[note])
+
+
+@register("adl", "images/ + tags.csv", _has("images", "tags.csv"))
+def read_adl(root: Path, attrs: tuple[str, ...], mlds_strict: bool) -> Listing:
+    """ADL extra_data: images/{id}.jpg + tags.csv."""
+    _no_attrs("adl", attrs)
+    files, labels = read_tags_csv(root / "tags.csv", root / "images", mlds_vocab())
+    return Listing(root, "adl", files, labels, mlds_vocab())
+
+
+GROUP_WORDS = {"hair": "hair", "eye": "eyes", "eyes": "eyes", "face": "face",
+               "glasses": "glasses"}
+
+
+def _cartoon_column(path: Path, name: str) -> tuple[str, str]:
+    """``hair_orange`` -> (hair, orange); ``with_glasses`` -> (glasses, with)."""
+    head, _, tail = name.partition("_")
+    if head in GROUP_WORDS and tail:
+        return GROUP_WORDS[head], tail
+    head, _, tail = name.rpartition("_")
+    if tail in GROUP_WORDS and head:
+        return GROUP_WORDS[tail], head
+    raise DataError(f"{path}:2: cannot tell the group of column {name!r}; expected names "
+                    f"like hair_orange, eye_blue, face_dark, with_glasses")
+
+
+@register("cartoon", "cartoon_attr.txt", _has("cartoon_attr.txt"))
+def read_cartoon(root: Path, attrs: tuple[str, ...], mlds_strict: bool) -> Listing:
+    """ADL 2019 Cartoon Set subset: one-hot groups hair 6, eyes 4, face 3, glasses 2."""
+    _no_attrs("cartoon", attrs)
+    path = root / "cartoon_attr.txt"
+    names, rows = _read_attr_table(path)
+    groups: dict[str, list[str]] = {}
+    columns: dict[str, list[int]] = {}
+    for col, name in enumerate(names):
+        group, tag = _cartoon_column(path, name)
+        groups.setdefault(group, []).append(tag)
+        columns.setdefault(group, []).append(col)
+    vocab = Vocab(tuple(TagGroup(g, tuple(t), ("eye",) if g == "eyes" else ())
+                        for g, t in groups.items()))
+    order = [c for cols in columns.values() for c in cols]  # columns in vocab order
+    image_dir = root / "images" if (root / "images").is_dir() else root
+    files, labels = [], []
+    for lineno, file, values in rows:
+        for g, cols in columns.items():
+            if sorted(values[c] for c in cols) != [0] * (len(cols) - 1) + [1]:
+                raise DataError(f"{path}:{lineno}: the {g} columns must be one-hot (one 1, "
+                                f"the rest 0), got {[values[c] for c in cols]}")
+        files.append(image_dir / file)
+        labels.append([values[c] for c in order])
+    return Listing(root, "cartoon", files, np.array(labels, np.float32).reshape(-1, len(names)),
+                   vocab)
+
+
+# -- attribute formats -------------------------------------------------------------
+def _read_attr_table(path: Path) -> tuple[list[str], list[tuple[int, str, list[int]]]]:
+    """CelebA-style table: count, names, then ``file v1 v2 ...``; values 1, 0 or -1."""
+    lines = _lines(path)
+    if len(lines) < 2:
+        raise DataError(f"{path}: expected a count line and a names line, got "
+                        f"{len(lines)} line(s)")
+    try:
+        count = int(lines[0].strip())
+    except ValueError:
+        raise DataError(f"{path}:1: expected the number of images, got {lines[0]!r}") from None
+    names = lines[1].split()
+    if not names or len(set(names)) != len(names):
+        raise DataError(f"{path}:2: expected distinct attribute names, got {lines[1]!r}")
+    rows = []
+    for lineno, line in enumerate(lines[2:], 3):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != len(names) + 1:
+            raise DataError(f"{path}:{lineno}: expected a file name and {len(names)} values, "
+                            f"got {len(parts) - 1} value(s)")
+        try:
+            values = [int(v) for v in parts[1:]]
+        except ValueError:
+            values = []
+        if len(values) != len(names) or any(v not in (-1, 0, 1) for v in values):
+            raise DataError(f"{path}:{lineno}: values must be 1, 0 or -1, got "
+                            f"{' '.join(parts[1:])!r}")
+        rows.append((lineno, parts[0], values))
+    if len(rows) != count:
+        raise DataError(f"{path}:1: says {count} image(s) but the file lists {len(rows)}")
+    return names, rows
+
+
+def attr_domains(attrs: Sequence[str]) -> Domains:
+    """Domains for the given attributes; selected hair (eye) colours exclude each other."""
+    exclusive = [tuple(a for a in attrs if a in group)
+                 for group in (HAIR_COLOUR_ATTRS, EYE_COLOUR_ATTRS)]
+    return Domains(tuple(attrs), tuple(g for g in exclusive if len(g) > 1))
+
+
+def _celeba_files(root: Path) -> tuple[Path, Path, int | None]:
+    """(attribute file, image folder, crop) of a CelebA-style folder."""
+    candidates = ((root / "list_attr_celeba.txt", CELEBA_CROP),
+                  (root / "Anno" / "list_attr_celeba.txt", CELEBA_CROP),
+                  (root / "list_attr.txt", None))  # avatars: already square faces
+    found = next((c for c in candidates if c[0].is_file()), None)
+    if found is None:
+        raise DataError(f"{root}: no list_attr_celeba.txt, Anno/list_attr_celeba.txt or "
+                        f"list_attr.txt")
+    attr, crop = found
+    dirs = [root / "images", root / "img_align_celeba", root / "Img" / "img_align_celeba"]
+    image_dir = next((d for d in dirs if d.is_dir()), None)
+    if image_dir is None:
+        raise DataError(f"{root}: no image folder; looked for "
+                        f"{', '.join(str(d.relative_to(root)) + '/' for d in dirs)}")
+    return attr, image_dir, crop
+
+
+@register("celeba", "list_attr_celeba.txt or list_attr.txt",
+          lambda root: any((root / n).is_file() for n in
+                           ("list_attr_celeba.txt", "Anno/list_attr_celeba.txt", "list_attr.txt")))
+def read_celeba(root: Path, attrs: tuple[str, ...], mlds_strict: bool) -> Listing:
+    """CelebA (or any list_attr.txt): the selected attributes as 0/1 StarGAN domains."""
+    path, image_dir, crop = _celeba_files(root)
+    names, rows = _read_attr_table(path)
+    attrs = attrs or CELEBA_DEFAULT_ATTRS
+    missing = [a for a in attrs if a not in names]
+    if missing:
+        raise DataError(f"{path}:2: no attribute {missing[0]!r}; attributes are "
+                        f"{', '.join(names)}")
+    cols = [names.index(a) for a in attrs]
+    files = [image_dir / file for _, file, _ in rows]
+    values = np.array([v for _, _, v in rows], dtype=np.float32).reshape(-1, len(names))
+    labels = (values[:, cols] > 0).astype(np.float32)
+    return Listing(root, "celeba", files, labels, attr_domains(attrs), crop=crop)
+
+
+def _cartoonset_csvs(root: Path) -> list[Path]:
+    """Per-image CSVs that sit beside a PNG of the same name (root or one level down)."""
+    out = []
+    for folder in (root, *sorted(p for p in root.iterdir() if p.is_dir())):
+        out += sorted(p for p in folder.glob("*.csv") if p.with_suffix(".png").is_file())
+    return out
+
+
+def parse_cartoonset_csv(path: Path) -> dict[str, tuple[int, int]]:
+    """``"hair_color", 3, 10`` lines -> {name: (value, number of variants)}."""
+    out = {}
+    with path.open(newline="", encoding="utf-8") as f:
+        for lineno, row in enumerate(csv.reader(f, skipinitialspace=True), 1):
+            if not row:
+                continue
+            try:
+                name, value, n = row[0], int(row[1]), int(row[2])
+            except (IndexError, ValueError):
+                raise DataError(f"{path}:{lineno}: expected '\"name\", value, variants', "
+                                f"got {','.join(row)!r}") from None
+            if len(row) != 3 or not 0 <= value < n:
+                raise DataError(f"{path}:{lineno}: expected '\"name\", value, variants' with "
+                                f"0 <= value < variants, got {','.join(row)!r}")
+            out[name] = (value, n)
+    return out
+
+
+@register("cartoonset", "csXXX.png beside csXXX.csv", lambda root: bool(_cartoonset_csvs(root)))
+def read_cartoonset(root: Path, attrs: tuple[str, ...], mlds_strict: bool) -> Listing:
+    """Google Cartoon Set. ``attrs`` picks CSV attributes (default hair_color, eye_color,
+    face_color, glasses); each becomes a tag group whose tags are the variant indices."""
+    attrs = attrs or CARTOONSET_DEFAULT_ATTRS
+    sizes: dict[str, int] = {}
+    files, idx = [], []
+    for path in _cartoonset_csvs(root):
+        values = parse_cartoonset_csv(path)
+        row = []
+        for a in attrs:
+            if a not in values:
+                raise DataError(f"{path}: no attribute {a!r}; attributes are "
+                                f"{', '.join(values)}")
+            value, n = values[a]
+            if sizes.setdefault(a, n) != n:
+                raise DataError(f"{path}: {a!r} has {n} variants, earlier files say {sizes[a]}")
+            row.append(value)
+        files.append(path.with_suffix(".png"))
+        idx.append(row)
+    vocab = Vocab(tuple(
+        TagGroup(CARTOONSET_GROUP_NAMES.get(a, a), tuple(str(i) for i in range(sizes.get(a, 1))),
+                 ("eye",) if a == "eye_color" else ())
+        for a in attrs))
+    labels = vocab.encode_indices(np.array(idx, dtype=np.int64).reshape(-1, len(attrs)))
+    return Listing(root, "cartoonset", files, labels, vocab)
+
+
+def _images_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+
+
+def _any_image(root: Path) -> bool:
+    return any(p.suffix.lower() in IMAGE_EXTS for p in root.rglob("*"))
+
+
+@register("folder", f"image files ({', '.join(IMAGE_EXTS)}) in any sub-folder", _any_image)
+def read_folder(root: Path, attrs: tuple[str, ...], mlds_strict: bool) -> Listing:
+    """Every image under ``root``, sorted by path, without labels (unconditional GANs)."""
+    if attrs:
+        raise DataError(f"the folder format has no labels; attrs={list(attrs)} cannot be used")
+    files = _images_under(root)
+    return Listing(root, "folder", files, np.zeros((len(files), 0), np.float32), None)

@@ -1,0 +1,199 @@
+"""Tag-conditioned DCGAN: the generator and the discriminator with its conditioning heads.
+
+G (reports 000/001): tags -> Linear -> BatchNorm1d -> LeakyReLU(0.2) (width
+``tag_embed``; 0 keeps the raw one-hot as in report 001's 122-dim input),
+concatenated with z and fed to a DCGAN or ML2020 trunk.
+
+D: a trunk down to 4x4 features, an optional minibatch-std channel, then one
+head per conditioning mode (registry ``HEADS``, chosen by ``model.cond``):
+
+- ``none``: a 4x4 conv to one logit (pytorch/examples).
+- ``spatial`` (report 000): projected tags replicated over the 4x4 map,
+  concatenated as channels, then the 4x4 conv.
+- ``dense`` (report 002): features flattened, projected tags appended, then two
+  dense layers. The tags do not outweigh the image, which report 002 found to
+  stop the collapse of the spatial variant.
+- ``projection`` (Miyato & Koyama 2018; report 001 scores the inner product of a
+  22-dim output with the label): logit = psi(phi(x)) + <V y, phi(x)>, with phi(x)
+  the flattened 4x4 features, so the tag term can look at where hair and eyes are.
+- ``acgan`` (report 004): the unconditional logit plus one classifier per tag
+  group (bottleneck 4x4 conv + LeakyReLU, then Linear -> LeakyReLU -> Linear).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainer.config import ModelConfig
+from trainer.models.dcgan import TRUNKS
+from trainer.models.layers import DOutput, MinibatchStd, dcgan_init, maybe_sn
+
+
+class TagProjection(nn.Module):
+    """tags [B, K] -> Linear -> (BatchNorm1d) -> LeakyReLU(0.2) -> [B, width].
+
+    ``width=0`` is the identity: the raw one-hot is used as is.
+    """
+
+    def __init__(self, n_tags: int, width: int, bn: bool = True, sn: bool = False):
+        super().__init__()
+        self.out_dim = width if width > 0 else n_tags
+        if width > 0:
+            layers: list[nn.Module] = [maybe_sn(nn.Linear(n_tags, width), sn)]
+            if bn:
+                layers.append(nn.BatchNorm1d(width))
+            layers.append(nn.LeakyReLU(0.2, True))
+            self.main: nn.Module = nn.Sequential(*layers)
+        else:
+            self.main = nn.Identity()
+
+    def forward(self, tags: torch.Tensor) -> torch.Tensor:
+        return self.main(tags)
+
+
+class Generator(nn.Module):
+    """G(z [B, z_dim], tags [B, n_cond] | None) -> image [B, 3, S, S] in [-1, 1]."""
+
+    def __init__(self, cfg: ModelConfig, image_size: int, n_cond: int = 0):
+        super().__init__()
+        self.z_dim = cfg.z_dim
+        self.n_cond = n_cond  # 0: unconditional (tags ignored)
+        self.image_size = image_size
+        self.proj = TagProjection(n_cond, cfg.tag_embed) if n_cond else None
+        in_dim = cfg.z_dim + (self.proj.out_dim if self.proj is not None else 0)
+        trunk, _ = TRUNKS[cfg.arch]
+        self.net = trunk(in_dim, image_size, cfg.g_ch)  # initialises itself
+        if self.proj is not None:
+            self.proj.apply(dcgan_init)
+
+    def forward(self, z: torch.Tensor, tags: torch.Tensor | None = None) -> torch.Tensor:
+        if self.proj is not None:
+            if tags is None:
+                raise ValueError(f"this generator is conditional: pass tags [B, {self.n_cond}]")
+            z = torch.cat([z, self.proj(tags.to(z.dtype))], dim=1)  # [B, z_dim + E]
+        return self.net(z)
+
+
+# -- discriminator heads ------------------------------------------------------
+class Head(nn.Module):
+    """Maps 4x4 features h [B, C, 4, 4] (and tags) to (score [B], aux | None)."""
+
+    def __init__(
+        self,
+        in_ch: int,  # channels of h (trunk channels, +1 with minibatch std)
+        group_sizes: list[int],  # tags per group; sum = K
+        cfg: ModelConfig,
+        bias: bool,  # bias on the final 4x4 conv (ML2020 yes, DCGAN no)
+    ):
+        super().__init__()
+
+    def forward(self, h: torch.Tensor,
+                tags: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        raise NotImplementedError
+
+
+class UnconditionalHead(Head):
+    def __init__(self, in_ch, group_sizes, cfg, bias):
+        super().__init__(in_ch, group_sizes, cfg, bias)
+        self.out = maybe_sn(nn.Conv2d(in_ch, 1, 4, 1, 0, bias=bias), cfg.spectral_norm)  # [B,1,1,1]
+
+    def forward(self, h, tags):
+        return self.out(h).flatten(), None
+
+
+class SpatialHead(Head):
+    def __init__(self, in_ch, group_sizes, cfg, bias):
+        super().__init__(in_ch, group_sizes, cfg, bias)
+        self.proj = TagProjection(sum(group_sizes), cfg.d_tag_embed, bn=cfg.d_bn,
+                                  sn=cfg.spectral_norm)
+        self.out = maybe_sn(nn.Conv2d(in_ch + self.proj.out_dim, 1, 4, 1, 0, bias=bias),
+                            cfg.spectral_norm)
+
+    def forward(self, h, tags):
+        e = self.proj(tags.to(h.dtype))[:, :, None, None].expand(-1, -1, *h.shape[2:])  # [B,E,4,4]
+        return self.out(torch.cat([h, e], dim=1)).flatten(), None
+
+
+class DenseHead(Head):
+    def __init__(self, in_ch, group_sizes, cfg, bias):
+        super().__init__(in_ch, group_sizes, cfg, bias)
+        sn = cfg.spectral_norm
+        self.proj = TagProjection(sum(group_sizes), cfg.d_tag_embed, bn=cfg.d_bn, sn=sn)
+        layers: list[nn.Module] = [
+            maybe_sn(nn.Linear(in_ch * 16 + self.proj.out_dim, cfg.d_hidden), sn),  # [B, hidden]
+            nn.LeakyReLU(0.2, True),
+        ]
+        if cfg.d_dropout > 0:
+            layers.append(nn.Dropout(cfg.d_dropout))
+        layers.append(maybe_sn(nn.Linear(cfg.d_hidden, 1), sn))  # [B, 1]
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, h, tags):
+        x = torch.cat([h.flatten(1), self.proj(tags.to(h.dtype))], dim=1)  # [B, C*16 + E]
+        return self.mlp(x).flatten(), None
+
+
+class ProjectionHead(Head):
+    def __init__(self, in_ch, group_sizes, cfg, bias):
+        super().__init__(in_ch, group_sizes, cfg, bias)
+        self.out = maybe_sn(nn.Conv2d(in_ch, 1, 4, 1, 0, bias=bias), cfg.spectral_norm)  # psi
+        self.embed = maybe_sn(nn.Linear(sum(group_sizes), in_ch * 16, bias=False),  # V
+                              cfg.spectral_norm)
+
+    def forward(self, h, tags):
+        inner = (self.embed(tags.to(h.dtype)) * h.flatten(1)).sum(dim=1)  # <V y, phi(x)> [B]
+        return self.out(h).flatten() + inner, None
+
+
+class ACGANHead(Head):
+    def __init__(self, in_ch, group_sizes, cfg, bias):
+        super().__init__(in_ch, group_sizes, cfg, bias)
+        sn = cfg.spectral_norm
+        self.out = maybe_sn(nn.Conv2d(in_ch, 1, 4, 1, 0, bias=bias), sn)
+        self.bottleneck = nn.Sequential(  # report 004: Conv2d(C, C, 4) + LeakyReLU -> [B, C]
+            maybe_sn(nn.Conv2d(in_ch, in_ch, 4, 1, 0), sn), nn.LeakyReLU(0.2, True))
+        self.classifiers = nn.ModuleList(
+            nn.Sequential(maybe_sn(nn.Linear(in_ch, cfg.d_hidden), sn),
+                          nn.LeakyReLU(0.2, True),
+                          maybe_sn(nn.Linear(cfg.d_hidden, n), sn))  # [B, n_g] logits
+            for n in group_sizes)
+
+    def forward(self, h, tags):
+        b = self.bottleneck(h).flatten(1)  # [B, C]
+        return self.out(h).flatten(), [c(b) for c in self.classifiers]
+
+
+HEADS: dict[str, type[Head]] = {
+    "none": UnconditionalHead,
+    "spatial": SpatialHead,
+    "dense": DenseHead,
+    "projection": ProjectionHead,
+    "acgan": ACGANHead,
+}
+
+
+class Discriminator(nn.Module):
+    """D(image [B, 3, S, S], tags [B, K] | None) -> DOutput(score [B], aux, features [B, F])."""
+
+    def __init__(self, cfg: ModelConfig, image_size: int, group_sizes: list[int]):
+        super().__init__()
+        self.cond = cfg.cond
+        self.group_sizes = list(group_sizes)
+        _, body = TRUNKS[cfg.arch]
+        self.body = body(image_size, cfg.d_ch, bn=cfg.d_bn, dropout=cfg.d_dropout,
+                         sn=cfg.spectral_norm)
+        self.mbstd = MinibatchStd() if cfg.minibatch_std else None
+        in_ch = self.body.out_ch + (1 if self.mbstd is not None else 0)
+        self.head = HEADS[cfg.cond](in_ch, self.group_sizes, cfg, bias=self.body.bias)
+        self.head.apply(dcgan_init)  # the body initialises itself
+
+    def forward(self, x: torch.Tensor, tags: torch.Tensor | None = None) -> DOutput:
+        if tags is None and self.cond not in ("none", "acgan"):
+            raise ValueError(f"model.cond={self.cond!r}: D needs tags [B, {sum(self.group_sizes)}]")
+        h = self.body(x)  # [B, C, 4, 4]
+        features = h.flatten(1)  # [B, C*16]
+        if self.mbstd is not None:
+            h = self.mbstd(h)  # [B, C+1, 4, 4]
+        score, aux = self.head(h, tags)
+        return DOutput(score, aux, features)

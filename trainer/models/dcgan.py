@@ -1,0 +1,138 @@
+"""DCGAN image trunks: vector -> image (G) and image -> 4x4 features (D).
+
+Two families, each at 32/64/128/256 px (``n = log2(size) - 2`` stride-2 layers
+between 4x4 and the image; channels halve on the way up and double on the way
+down, so ``ch * 2**(n-1)`` channels live at 4x4: 512 at 64 px, 1024 at 128 px
+as report 004):
+
+- ``dcgan``: pytorch/examples ``dcgan/main.py``: 4x4 (transposed) convs,
+  stride 2, padding 1, no bias, BatchNorm, ReLU / LeakyReLU(0.2), Tanh.
+- ``ml2020``: the ML2020 HW11 baseline (report 003): G starts with
+  Linear + BatchNorm1d to 4x4 x (ch*8), then 5x5 transposed convs with
+  padding 2 and output_padding 1; D uses 5x5 convs with bias.
+
+The real/fake head (and any tag conditioning) sits on the 4x4 features and
+lives in ``conditional.py``. Nothing here knows about tags, losses or Accelerate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from trainer.models.layers import dcgan_init, maybe_sn
+
+
+def n_stride2(image_size: int) -> int:
+    """Stride-2 layers between 4x4 and ``image_size`` (a power of two >= 16)."""
+    n = int(math.log2(image_size)) - 2 if image_size > 0 else 0
+    if image_size < 16 or 4 * 2**n != image_size:
+        raise ValueError(f"image size {image_size}: expected a power of two >= 16")
+    return n
+
+
+class DCGANGenerator(nn.Module):
+    """pytorch/examples netG: [B, in_dim] -> [B, 3, S, S] in [-1, 1]."""
+
+    def __init__(self, in_dim: int, image_size: int, ch: int = 64):
+        super().__init__()
+        n = n_stride2(image_size)
+        c = ch * 2 ** (n - 1)  # channels at 4x4
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(in_dim, c, 4, 1, 0, bias=False),  # [B, c, 4, 4]
+            nn.BatchNorm2d(c),
+            nn.ReLU(True),
+        ]
+        for _ in range(n - 1):  # 4 -> S/2, halving channels
+            layers += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False),  # [B, c/2, 2h, 2w]
+                       nn.BatchNorm2d(c // 2),
+                       nn.ReLU(True)]
+            c //= 2
+        layers += [nn.ConvTranspose2d(c, 3, 4, 2, 1, bias=False), nn.Tanh()]  # [B, 3, S, S]
+        self.main = nn.Sequential(*layers)
+        self.apply(dcgan_init)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # [B, in_dim]
+        return self.main(h[:, :, None, None])  # as a [B, in_dim, 1, 1] image
+
+
+class ML2020Generator(nn.Module):
+    """ML2020 HW11 baseline G (report 003): [B, in_dim] -> [B, 3, S, S] in [-1, 1]."""
+
+    def __init__(self, in_dim: int, image_size: int, ch: int = 64):
+        super().__init__()
+        n = n_stride2(image_size)
+        c = ch * 2 ** (n - 1)  # channels at 4x4 (dim * 8 at 64 px)
+        self.base_ch = c
+        self.l1 = nn.Sequential(
+            nn.Linear(in_dim, c * 4 * 4, bias=False),  # [B, c*16]
+            nn.BatchNorm1d(c * 4 * 4),
+            nn.ReLU(),
+        )
+        layers: list[nn.Module] = []
+        for _ in range(n - 1):
+            layers += [nn.ConvTranspose2d(c, c // 2, 5, 2, padding=2, output_padding=1,
+                                          bias=False),  # [B, c/2, 2h, 2w]
+                       nn.BatchNorm2d(c // 2),
+                       nn.ReLU()]
+            c //= 2
+        layers += [nn.ConvTranspose2d(c, 3, 5, 2, padding=2, output_padding=1),  # [B, 3, S, S]
+                   nn.Tanh()]
+        self.l2_5 = nn.Sequential(*layers)
+        self.apply(dcgan_init)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # [B, in_dim]
+        y = self.l1(h).reshape(h.shape[0], self.base_ch, 4, 4)  # [B, c, 4, 4]
+        return self.l2_5(y)
+
+
+class DCGANEncoder(nn.Module):
+    """pytorch/examples netD without its last conv: [B, 3, S, S] -> [B, out_ch, 4, 4].
+
+    BatchNorm on every block but the first (as DCGAN), dropout after every block.
+    """
+
+    kernel, padding, bias = 4, 1, False  # conv geometry; ML2020Encoder overrides
+
+    def __init__(
+        self,
+        image_size: int,
+        ch: int = 64,  # channels of the first conv; doubles every block
+        bn: bool = True,  # BatchNorm2d after blocks 2..n (off for WGAN-GP)
+        dropout: float = 0.0,  # dropout probability after every block (report 003)
+        sn: bool = False,  # spectral norm on every conv
+    ):
+        super().__init__()
+        n = n_stride2(image_size)
+        layers: list[nn.Module] = []
+        c_in, c = 3, ch
+        for i in range(n):  # S -> 4
+            layers.append(maybe_sn(nn.Conv2d(c_in, c, self.kernel, 2, self.padding,
+                                             bias=self.bias), sn))  # [B, c, h/2, w/2]
+            if bn and i > 0:
+                layers.append(nn.BatchNorm2d(c))
+            layers.append(nn.LeakyReLU(0.2, True))
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            c_in, c = c, c * 2
+        self.main = nn.Sequential(*layers)
+        self.out_ch = c_in  # ch * 2**(n-1)
+        self.apply(dcgan_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 3, S, S] -> [B, out_ch, 4, 4]
+        return self.main(x)
+
+
+class ML2020Encoder(DCGANEncoder):
+    """ML2020 HW11 baseline D body (report 003): 5x5 convs, stride 2, padding 2, with bias."""
+
+    kernel, padding, bias = 5, 2, True
+
+
+# arch name -> (generator trunk, discriminator body)
+TRUNKS: dict[str, tuple[type[nn.Module], type[DCGANEncoder]]] = {
+    "dcgan": (DCGANGenerator, DCGANEncoder),
+    "ml2020": (ML2020Generator, ML2020Encoder),
+}

@@ -1,0 +1,78 @@
+"""Small building blocks shared by the GAN models: init, spectral norm, minibatch std, DOutput."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
+
+INIT_STD = 0.02  # DCGAN (Radford et al.): every weight from N(0, 0.02)
+
+
+class DOutput(NamedTuple):
+    """What every DCGAN-family discriminator returns."""
+
+    score: torch.Tensor  # [B] real/fake logit (no sigmoid; losses work on logits)
+    aux: list[torch.Tensor] | None  # ACGAN: one [B, n_g] logit tensor per tag group, else None
+    features: torch.Tensor  # [B, F] flattened last conv features (feature matching)
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """DCGAN initialisation, for ``model.apply``: as pytorch/examples ``weights_init``.
+
+    Conv / ConvTranspose / Linear weights ~ N(0, 0.02), biases 0; BatchNorm
+    weights ~ N(1, 0.02), biases 0. (pytorch/examples leaves Linear at its
+    default; the reports' Linear layers are tag projections, initialised the same way here.)
+    Modules already under spectral norm are skipped: ``maybe_sn`` initialises
+    before wrapping, so the power-iteration vectors match the weight.
+    """
+    if parametrize.is_parametrized(module):
+        return
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, INIT_STD)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        nn.init.normal_(module.weight, 1.0, INIT_STD)
+        nn.init.zeros_(module.bias)
+
+
+def maybe_sn(module: nn.Module, enabled: bool) -> nn.Module:
+    """Wrap a Conv/Linear in spectral normalisation (Miyato et al. 2018) when enabled.
+
+    Uses the parametrization API: the weight is recomputed from
+    ``parametrizations.weight.original`` on each forward, with one power
+    iteration in training mode. The power iteration depends on the weight
+    only, so replicas with equal weights stay equal under DDP.
+    """
+    if not enabled:
+        return module
+    dcgan_init(module)
+    return spectral_norm(module)
+
+
+class MinibatchStd(nn.Module):
+    """Append the mean standard deviation over groups of samples as one extra channel.
+
+    ProGAN/StyleGAN: D sees how varied a small group of its inputs is, so a
+    generator that draws the same image for every z is easy to spot. The
+    group is the largest divisor of the batch that is <= ``group_size``;
+    groups are contiguous runs of samples.
+    """
+
+    def __init__(self, group_size: int = 4, eps: float = 1e-8):
+        super().__init__()
+        self.group_size = group_size
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] -> [B, C+1, H, W]
+        b, _, h, w = x.shape
+        g = next(k for k in range(min(self.group_size, b), 0, -1) if b % k == 0)
+        y = x.float().reshape(b // g, g, -1)  # [n, g, C*H*W]
+        std = (y.var(dim=1, unbiased=False) + self.eps).sqrt()  # [n, C*H*W]
+        stat = std.mean(dim=1).to(x.dtype)  # [n]
+        stat = stat.repeat_interleave(g).reshape(b, 1, 1, 1).expand(b, 1, h, w)
+        return torch.cat([x, stat], dim=1)
