@@ -552,5 +552,12 @@ def shutdown(acc: Accelerator, trainer: Trainer | None) -> None:
     if trainer is not None:
         trainer.recipe.models.clear()
         trainer.recipe.optimizers.clear()
+        trainer.__dict__.clear()  # EMA, loader, fixed inputs: nothing may outlive the group
+    # The accelerator keeps its own references to what it prepared.
+    for attr in ("_models", "_optimizers", "_dataloaders", "_schedulers", "_custom_objects"):
+        if isinstance(getattr(acc, attr, None), list):
+            getattr(acc, attr).clear()
     gc.collect()
     acc.end_training()
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -271,7 +271,7 @@ def train_classifier(images: torch.Tensor, data: HeadTargets, size: int | None =
     n_hold = min(max(1, int(n * s.holdout)), s.max_holdout)
     hold, train = perm[:n_hold], perm[n_hold:]
     model = TagClassifier(data.heads, size, s.width).to(memory_format=torch.channels_last)
-    steps = max(1, math.ceil(s.samples / s.batch))
+    steps = max(10, math.ceil(s.samples / s.batch))  # OneCycleLR needs a few
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, s.lr, total_steps=steps, pct_start=0.2)
     start = time.perf_counter()
