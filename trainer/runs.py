@@ -100,7 +100,11 @@ def load_generator(run_dir: str | Path, checkpoint: str | Path | None = None) ->
         vocab.n_domains if isinstance(vocab, Domains) else vocab.n_tags)
     model = build_generator(cfg, n_cond)
     state = load_file(str(weights))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor of the wrong shape
+        raise RunError(f"{weights}: weights do not fit a {cfg.model.arch} generator of this "
+                       f"config: {str(e).splitlines()[-1].strip()}") from None
     if missing or unexpected:
         raise RunError(f"{weights}: weights do not fit a {cfg.model.arch} generator of this "
                        f"config (missing {missing[:3]}, unexpected {unexpected[:3]})")
