@@ -53,7 +53,7 @@ class EvalOptions:
     resize: str = "clean"  # clean (clean-fid, PIL bicubic) | pytorch-fid (torch bilinear)
     seed: int = 0
     cache_dir: str | None = None  # FID statistics and classifiers; None = data cache/eval
-    classifier_samples: int = 40_000  # training budget of each judging classifier (images)
+    classifier_samples: int = 20_000  # training budget of each judging classifier (images)
 
 
 @contextlib.contextmanager
@@ -245,7 +245,8 @@ def evaluate_generator(G: nn.Module, dataset: object, vocab: object, opts: EvalO
         pred_real = clf.predict(part_model, dataset.images[real_a])  # type: ignore[attr-defined]
         pred_ref = clf.predict(part_model, dataset.images[real_b])  # type: ignore[attr-defined]
         m["modes"] = part_modes(part_model.heads, pred_fake, pred_real, pred_ref)
-    fakes, reals, names = spread_samples(G, dataset, vocab, opts.spread_combinations,
+    fakes, reals, names = spread_samples(G, dataset, vocab if conditional else None,
+                                         opts.spread_combinations,
                                          opts.spread_k, opts.seed)
     m["spread"] = {**spread(fakes, reals), "names": names}
     pics["spread"] = (fakes, reals, names)
@@ -314,7 +315,7 @@ def evaluate_during_training(G: nn.Module, dataset: object, vocab: object,
                              cfg: object | int | None = None, *, n: int = 256, k: int = 2,
                              fid: bool = True, stargan_n: int = 8,
                              cache_dir: str | Path | None = None,
-                             classifier_samples: int = 40_000) -> dict[str, float]:
+                             classifier_samples: int = 20_000) -> dict[str, float]:
     """Cheap metrics for the training log (main process only; no collective calls).
 
     ``cfg`` is the run's TrainConfig (its data.cache_dir is used) or, as a shortcut,
@@ -360,6 +361,6 @@ def evaluate_during_training(G: nn.Module, dataset: object, vocab: object,
             res, _, _ = fid_for_generator(G, dataset, n, 0, "clean", cache, conditional)
             out[f"fid{n}"] = float(res["fid"])
             out[f"kid{n}"] = float(res["kid"])
-        fakes, reals, _ = spread_samples(G, dataset, vocab, 4, 8, 0)
+        fakes, reals, _ = spread_samples(G, dataset, vocab if conditional else None, 4, 8, 0)
         out["pixel_std_ratio"] = spread(fakes, reals, msssim=False)["pixel_std_ratio"]
     return out
