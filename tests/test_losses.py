@@ -16,6 +16,7 @@ from trainer.losses import (
     group_indices,
     l1_loss,
     matching_aware_d_loss,
+    mode_seeking_loss,
     wrong_tags,
 )
 
@@ -216,3 +217,12 @@ def test_l1_and_feature_matching_by_hand():
     assert fm.item() == pytest.approx((1.0 + 4.0) / 2)
     fm.backward()
     assert torch.allclose(ff.grad, torch.tensor([[-0.5, -1.0], [-0.5, -1.0]]))
+
+
+def test_mode_seeking_by_hand():
+    fa = torch.zeros(2, 3)
+    fb = torch.full((2, 3), 0.5)  # mean |fa - fb| = 0.5
+    za, zb = torch.zeros(2, 4), torch.full((2, 4), 2.0)  # mean |za - zb| = 2
+    assert mode_seeking_loss(fa, fb, za, zb).item() == pytest.approx(1 / (0.25 + 1e-5))
+    same = mode_seeking_loss(fa, fa, za, zb)  # identical images for different z: huge
+    assert same.item() == pytest.approx(1e5)

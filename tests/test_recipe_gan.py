@@ -172,3 +172,34 @@ def test_sample_and_final_grids():
     assert same_tags.shape == (64, 3, 32, 32) and n1 == 8
     assert same_noise.shape == (8 * 12, 3, 32, 32) and n2 == 12
     assert make().final_grids(make().models["G"], None, seed=0) == {}
+
+
+def test_wrong_tags_reuse_the_trunk_and_score_as_a_separate_call():
+    r = make(*SETUPS["cgan_dense_hinge_sn"])
+    D = r.models["D"].eval()  # eval: no power iteration, so repeated calls are comparable
+    data = batch(8)
+    tags = data["labels"].float()
+    wrong = torch.roll(tags, 1, dims=0)
+    both = D(data["image"], tags, wrong)
+    assert torch.allclose(both.score, D(data["image"], tags).score, atol=1e-6)
+    assert torch.allclose(both.score_wrong, D(data["image"], wrong).score, atol=1e-6)
+    assert D(data["image"], tags).score_wrong is None
+
+
+def test_mode_seeking_pairs_share_tags_and_the_term_is_logged():
+    r = make(*SETUPS["cgan_dense_hinge_sn"], "loss.mode_seeking=1.0")
+    seen = {}
+    G = r.models["G"]
+    forward = G.forward
+
+    def spy(z, tags=None):
+        seen["z"], seen["tags"] = z, tags
+        return forward(z, tags)
+
+    G.forward = spy
+    logs = run_phase(r, "G", batch(9))
+    t = seen["tags"]
+    assert torch.equal(t[:4], t[4:8]) and t.shape[0] == 9  # odd row keeps its own tags
+    assert not torch.equal(seen["z"][:4], seen["z"][4:8])
+    assert torch.isfinite(logs["ms"]) and logs["ms"] > 0
+    assert "ms" not in run_phase(make(*SETUPS["cgan_dense_hinge_sn"]), "G", batch(8))

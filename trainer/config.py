@@ -64,6 +64,7 @@ class LossConfig:
     aux: float = 1.0  # ACGAN auxiliary classification weight (D and G)
     l1: float = 0.0  # G: L1 between fake and real images of the same tags (report 000)
     feature_matching: float = 0.0  # G: L2 between mean D features of real and fake
+    mode_seeking: float = 0.0  # G: MSGAN term against z being ignored (pairs share tags)
     lambda_cls: float = 1.0  # StarGAN domain classification
     lambda_rec: float = 10.0  # StarGAN cycle reconstruction
 
@@ -105,6 +106,7 @@ class TrainConfig:
     keep_ckpts: int = 2  # older checkpoints are deleted
     n_samples: int = 64  # fixed samples in each progress grid
     eval_every: int = 0  # optional in-training evaluation (0 = off)
+    eval_fid: bool = True  # in-training evaluation includes FID/KID on 256 images (the slow part)
     workers: int = 0  # DataLoader workers (the uint8 cache rarely needs any)
 
 

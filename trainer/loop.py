@@ -497,7 +497,8 @@ class Trainer:
             return
         from trainer.evaluate import evaluate_during_training
 
-        scores = evaluate_during_training(self.ema, self.dataset, self.vocab, self.cfg)
+        scores = evaluate_during_training(self.ema, self.dataset, self.vocab, self.cfg,
+                                          fid=self.cfg.eval_fid)
         row = {"step": self.state.step, **{f"eval/{k}": v for k, v in scores.items()}}
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")

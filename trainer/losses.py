@@ -229,3 +229,14 @@ def l1_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
     """G's feature matching (Salimans et al. 2016; report 000): ||E f(real) - E f(fake)||^2 / F."""
     return (real_features.detach().float().mean(0) - fake_features.float().mean(0)).square().mean()
+
+
+def mode_seeking_loss(fake_a: torch.Tensor, fake_b: torch.Tensor, z_a: torch.Tensor,
+                      z_b: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """MSGAN (Mao et al. 2019): 1 / (mean|G(z_a, c) - G(z_b, c)| / mean|z_a - z_b| + eps).
+
+    Pairs share their tags, so the term grows when G draws the same image for
+    different z: the conditional mode collapse that tag accuracy cannot see.
+    """
+    ratio = (fake_a.float() - fake_b.float()).abs().mean() / (z_a - z_b).abs().mean()
+    return 1.0 / (ratio + eps)

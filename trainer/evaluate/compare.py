@@ -13,20 +13,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from trainer.viz import read_metrics
+
 LOSS_SUFFIX = "/loss"
 MAX_PANELS = 4
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """metrics.jsonl rows (a torn last line from a crash is skipped)."""
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
 
 
 def sample_picture(run: Path) -> Path | None:
@@ -101,7 +91,7 @@ def compare_runs(runs: list[str | Path], out: str | Path) -> dict:
         nf, nr, rs = counts.pop()
         lines += ["", f"FID/KID: {nf} generated vs {nr} real images, resize {rs}."]
 
-    histories = [read_jsonl(p / "metrics.jsonl") for p in paths]
+    histories = [read_metrics(p / "metrics.jsonl") for p in paths]
     keys = curve_keys(histories)
     n_top = max(1, len(keys))
     fig = plt.figure(figsize=(max(3.6 * n_top, 3.2 * len(paths)), 7.0))

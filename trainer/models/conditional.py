@@ -188,7 +188,13 @@ class Discriminator(nn.Module):
         self.head = HEADS[cfg.cond](in_ch, self.group_sizes, cfg, bias=self.body.bias)
         self.head.apply(dcgan_init)  # the body initialises itself
 
-    def forward(self, x: torch.Tensor, tags: torch.Tensor | None = None) -> DOutput:
+    def forward(self, x: torch.Tensor, tags: torch.Tensor | None = None,
+                wrong_tags: torch.Tensor | None = None) -> DOutput:
+        """Scores ``x`` under ``tags``, and under ``wrong_tags`` too if given.
+
+        The matching-aware loss scores real images with their own and with wrong
+        tags; the image trunk (nearly all of D's cost) runs once for both.
+        """
         if tags is None and self.cond not in ("none", "acgan"):
             raise ValueError(f"model.cond={self.cond!r}: D needs tags [B, {sum(self.group_sizes)}]")
         h = self.body(x)  # [B, C, 4, 4]
@@ -196,4 +202,5 @@ class Discriminator(nn.Module):
         if self.mbstd is not None:
             h = self.mbstd(h)  # [B, C+1, 4, 4]
         score, aux = self.head(h, tags)
-        return DOutput(score, aux, features)
+        score_wrong = self.head(h, wrong_tags)[0] if wrong_tags is not None else None
+        return DOutput(score, aux, features, score_wrong)

@@ -18,6 +18,7 @@ class DOutput(NamedTuple):
     score: torch.Tensor  # [B] real/fake logit (no sigmoid; losses work on logits)
     aux: list[torch.Tensor] | None  # ACGAN: one [B, n_g] logit tensor per tag group, else None
     features: torch.Tensor  # [B, F] flattened last conv features (feature matching)
+    score_wrong: torch.Tensor | None = None  # [B] scores of the same images under ``wrong_tags``
 
 
 def dcgan_init(module: nn.Module) -> None:

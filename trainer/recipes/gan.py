@@ -37,6 +37,7 @@ from trainer.losses import (
     gradient_penalty,
     l1_loss,
     matching_aware_d_loss,
+    mode_seeking_loss,
     wrong_tags,
 )
 from trainer.models import build_discriminator, build_generator, is_conditional
@@ -141,15 +142,16 @@ class GanRecipe(Recipe):
         real, labels, tags = self._inputs(batch)
         with torch.no_grad():
             fake = G(self._noise(real.shape[0], real), tags)
-        out_real = D(real, tags)
+        wrong = (wrong_tags(labels, self.group_sizes).to(real.dtype)
+                 if lc.matching_aware else None)
+        out_real = D(real, tags, wrong)  # the trunk runs once for right and wrong tags
         out_fake = D(fake, tags)
         logs: dict[str, torch.Tensor] = {"d_real": out_real.score.detach().float().mean(),
                                          "d_fake": out_fake.score.detach().float().mean()}
-        if lc.matching_aware:
-            out_wrong = D(real, wrong_tags(labels, self.group_sizes).to(real.dtype))
-            loss = matching_aware_d_loss(self.adv, out_real.score, out_wrong.score,
+        if out_real.score_wrong is not None:
+            loss = matching_aware_d_loss(self.adv, out_real.score, out_real.score_wrong,
                                          out_fake.score, lc.wrong_weight)
-            logs["d_wrong"] = out_wrong.score.detach().float().mean()
+            logs["d_wrong"] = out_real.score_wrong.detach().float().mean()
         else:
             loss = self.adv.d_loss(out_real.score, out_fake.score)
         logs["adv"] = loss.detach()
@@ -169,7 +171,13 @@ class GanRecipe(Recipe):
         """G makes D call its fakes real; plus ACGAN, L1 and feature-matching terms if set."""
         G, D, lc = self.models["G"], self.models["D"], self.cfg.loss
         real, labels, tags = self._inputs(batch)
-        fake = G(self._noise(real.shape[0], real), tags)
+        half = real.shape[0] // 2 if lc.mode_seeking > 0 and tags is not None else 0
+        if half:  # rows half..2*half-1 repeat the first half's tags (and images) with new z
+            idx = torch.cat([torch.arange(half), torch.arange(half),
+                             torch.arange(2 * half, real.shape[0])]).to(real.device)
+            real, labels, tags = real[idx], labels[idx], tags[idx]
+        z = self._noise(real.shape[0], real)
+        fake = G(z, tags)
         with frozen(D):
             out = D(fake, tags)
         loss = self.adv.g_loss(out.score)
@@ -183,6 +191,10 @@ class GanRecipe(Recipe):
             l1 = l1_loss(fake, real)
             loss = loss + lc.l1 * l1
             logs["l1"] = l1.detach()
+        if half:
+            ms = mode_seeking_loss(fake[:half], fake[half:2 * half], z[:half], z[half:2 * half])
+            loss = loss + lc.mode_seeking * ms
+            logs["ms"] = ms.detach()
         if lc.feature_matching > 0:
             with torch.no_grad():
                 real_features = D(real, tags).features
