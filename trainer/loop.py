@@ -429,22 +429,23 @@ class Trainer:
                                f"{sums}; gradient synchronisation is broken")
 
     def _should_stop(self) -> str:
-        """Agree across processes whether to stop (signal or time budget)."""
+        """Agree across processes whether to stop (signal or time budget).
+
+        With several processes every rank enters the collective on the same
+        steps (every 5th and the last), whatever its own flags say, so the
+        collectives always line up; a signal waits at most 5 steps.
+        """
         cfg, st, acc = self.cfg, self.state, self.acc
-        local = 0
-        if self.stop.signum is not None:
-            local = 1
-        elif cfg.minutes and st.elapsed >= cfg.minutes * 60:
-            local = 2
+        flags = [float(self.stop.signum is not None),
+                 float(bool(cfg.minutes) and st.elapsed >= cfg.minutes * 60)]
         if acc.num_processes > 1:
-            if st.step % 5 and local == 0 and st.step < cfg.steps:
-                return ""  # collective only every 5 steps; a signal waits at most 5 steps
-            flag = torch.tensor([local], device=self.device)
-            flag = acc.reduce(flag, reduction="sum")  # any process stopping stops all
-            local = int(flag.item())
-        if not local:
-            return ""
-        return "signal" if self.stop.signum is not None or local % 2 else "time budget"
+            if st.step % 5 and st.step < cfg.steps:
+                return ""
+            total = acc.reduce(torch.tensor(flags, device=self.device), reduction="sum")
+            flags = [float(v) for v in total.tolist()]  # any process stopping stops all
+        if flags[0]:
+            return "signal"
+        return "time budget" if flags[1] else ""
 
     def _first_bad(self, bad_step: torch.Tensor) -> int:
         """The first step with a non-finite loss on any process, or -1 (one host sync)."""
