@@ -13,7 +13,7 @@ DATA=${DATA:-data/avatars}
 RUNS=${RUNS:-runs}
 MODELS=${MODELS:-models}
 COUNT=${COUNT:-6000}            # avatars to render
-CGAN_MINUTES=${CGAN_MINUTES:-6}  # CPU budget of each training
+CGAN_MINUTES=${CGAN_MINUTES:-7}  # CPU budget of each training
 STARGAN_MINUTES=${STARGAN_MINUTES:-4}
 # bf16 autocast is ~1.6x faster on CPUs with native bf16 (avx512_bf16 / amx) but
 # ~10x SLOWER on CPUs without it (PyTorch falls back to slow kernels): detect.
