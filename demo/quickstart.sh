@@ -60,7 +60,7 @@ say "5/6 export to ONNX: $MODELS"
 "$PYV" -m export --run "$RUNS/stargan_avatars" --out "$MODELS"
 mkdir -p "$MODELS/examples"
 # A few held-out avatars as style-transfer examples (the last ids are never used by tests).
-for f in $(ls "$DATA/images" | sort | tail -n 4); do cp "$DATA/images/$f" "$MODELS/examples/"; done
+for f in $(ls "$DATA/images" | sort -V | tail -n 4); do cp "$DATA/images/$f" "$MODELS/examples/"; done
 
 say "6/6 demo on http://$HOST:$PORT (Ctrl-C to stop); ready after $(( $(date +%s) - START )) s"
 if [ -n "${SKIP_DEMO:-}" ]; then exit 0; fi

@@ -401,6 +401,8 @@ class Trainer:
                           f"checkpoint saved (--resume auto with a larger minutes= continues)")
             if main:
                 (self.run_dir / "preempted").unlink(missing_ok=True)
+                if not (self.run_dir / "samples" / f"{checkpoint_name(st.step)}.png").exists():
+                    self._sample()  # a time budget ends between sample steps: show the last one
                 self._finish()
         if self.tb is not None:
             self.tb.close()
@@ -509,7 +511,8 @@ class Trainer:
     def _finish(self) -> None:
         rd = self.run_dir
         samples = sorted((rd / "samples").glob("step_*.png"))
-        progress_strip(samples, rd / "progress.png", image_size=self.cfg.data.size)
+        progress_strip(samples, rd / "progress.png", image_size=self.cfg.data.size,
+                       crop_cols=self.recipe.strip_cols)
         plot_losses(rd / "metrics.jsonl", rd / "losses.png", title=self.cfg.name)
         for name, (images, nrow) in self.recipe.final_grids(self.ema, self.dataset,
                                                             self.cfg.seed).items():

@@ -42,8 +42,12 @@ def caption(image: Image.Image, text: str, height: int = 14) -> Image.Image:
 
 
 def progress_strip(sample_paths: Sequence[Path], out: str | Path, image_size: int,
-                   max_frames: int = 8, crop_rows: int = 2, scale: float = 1.0) -> Path | None:
-    """Side-by-side crops (the first rows) of sample grids over training, captioned by step.
+                   max_frames: int = 8, crop_rows: int = 4, crop_cols: int = 4,
+                   scale: float = 1.0, palette: bool = False) -> Path | None:
+    """Side-by-side crops (the top-left rows x cols) of sample grids over training, by step.
+
+    ``crop_cols=0`` keeps whole rows (StarGAN: an input and all its translations).
+    ``palette``: 256 colours, for pictures that go into documentation (a third the size).
 
     ``image_size`` is the side of one image in the grids (padding 2, as save_grid).
     """
@@ -56,7 +60,9 @@ def progress_strip(sample_paths: Sequence[Path], out: str | Path, image_size: in
     frames = []
     for p in paths:
         im = Image.open(p).convert("RGB")
-        im = im.crop((0, 0, im.width, min(im.height, (image_size + 2) * crop_rows + 2)))
+        cell = image_size + 2
+        im = im.crop((0, 0, min(im.width, cell * crop_cols + 2) if crop_cols else im.width,
+                      min(im.height, cell * crop_rows + 2)))
         if scale != 1.0:
             im = im.resize((int(im.width * scale), int(im.height * scale)), Image.LANCZOS)
         frames.append(caption(im, f"step {_step_of(p)}"))
@@ -67,6 +73,8 @@ def progress_strip(sample_paths: Sequence[Path], out: str | Path, image_size: in
         strip.paste(f, (x, 0))
         x += f.width + 4
     out = Path(out)
+    if palette:
+        strip = strip.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     strip.save(out, format="PNG", optimize=True)
     return out
 
@@ -119,3 +127,37 @@ def plot_losses(metrics: str | Path | list[dict], out: str | Path, title: str = 
     fig.savefig(out, dpi=80)
     plt.close(fig)
     return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m trainer.viz strip RUN --out F.png``: a progress strip with chosen crops."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m trainer.viz", description=main.__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("strip", help="progress strip from RUN/samples/step_*.png")
+    s.add_argument("run", help="run folder")
+    s.add_argument("--out", required=True, help="output PNG")
+    s.add_argument("--frames", type=int, default=8, help="at most this many steps (default 8)")
+    s.add_argument("--rows", type=int, default=4, help="grid rows per frame (default 4)")
+    s.add_argument("--cols", type=int, default=4, help="grid columns per frame, 0 = all")
+    s.add_argument("--palette", action="store_true", help="256 colours (small files for docs)")
+    args = p.parse_args(argv)
+    from trainer.config import load_run_config
+
+    run = Path(args.run)
+    cfg_file = run / "config.yaml"
+    if not cfg_file.is_file():
+        p.error(f"{cfg_file}: no such file; expected a run folder written by trainer.train")
+    samples = sorted((run / "samples").glob("step_*.png"))
+    if not samples:
+        p.error(f"{run / 'samples'}: no step_*.png sample grids yet")
+    size = load_run_config(cfg_file).data.size
+    out = progress_strip(samples, args.out, image_size=size, max_frames=args.frames,
+                         crop_rows=args.rows, crop_cols=args.cols, palette=args.palette)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -41,6 +41,7 @@ class Recipe:
     models: dict[str, nn.Module]
     optimizers: dict[str, torch.optim.Optimizer]
     ema_of: str = "G"  # the loop keeps an EMA copy of this model; samples and export use it
+    strip_cols: int = 4  # grid columns per frame of progress.png (0: whole rows)
     accelerator = None
 
     def fp32(self, name: str) -> Callable[..., object]:

@@ -54,6 +54,8 @@ def permuted_targets(labels: torch.Tensor, generator: torch.Generator | None = N
 class StarGanRecipe(Recipe):
     """Networks, optimizers and phases of StarGAN (see the module docstring)."""
 
+    strip_cols = 0  # a sample row is one input and all its translations: keep it whole
+
     def __init__(self, cfg: TrainConfig, domains: Domains, image_size: int):
         if not isinstance(domains, Domains):
             raise ConfigError(f"recipe=stargan needs attribute domains (data.attrs=[...]); "
