@@ -1,0 +1,102 @@
+"""The benchmarks run end to end in --tiny mode and write complete JSON (no timing asserts).
+
+Each command runs as a subprocess, as a user types it; the numbers only have to exist and
+be positive and finite. Together these take about a minute on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MACHINE_KEYS = {"cpu", "cores", "cpu_flags", "native_bf16", "torch", "torch_threads", "gpus"}
+
+pytestmark = pytest.mark.slow
+
+
+def run_tiny(module: str, tmp_path: Path, *args: str, timeout: float = 300) -> dict[str, Any]:
+    """``python -m benchmarks.MODULE --tiny --json OUT``; its JSON, after checking stdout."""
+    out = tmp_path / f"{module}.json"
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp"), "TAGFACE_NO_BAR": "1",
+           "GRADIO_ANALYTICS_ENABLED": "False"}
+    res = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--tiny", "--json",
+                          str(out), *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=timeout)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    assert "Machine: " in res.stdout and "|---" in res.stdout, res.stdout  # a Markdown table
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == module
+    assert MACHINE_KEYS <= set(report["machine"]), report["machine"]
+    assert report["settings"]["tiny"] is True
+    return report
+
+
+def positive(row: dict[str, Any], *keys: str) -> None:
+    for k in keys:
+        assert isinstance(row[k], (int, float)) and math.isfinite(row[k]) and row[k] > 0, (k, row)
+
+
+def test_train_throughput_tiny(tmp_path: Path) -> None:
+    report = run_tiny("train_throughput", tmp_path)
+    positive(report["peak_gflops"], "fp32", "bf16")
+    rows = report["results"]
+    for preset, arch in (("dcgan_avatars", "DCGAN"), ("cgan_avatars", "cGAN")):
+        mine = {r["variant"]: r for r in rows if r["preset"] == preset}
+        assert {"reference", "project", "reference + cache", "reference + fused",
+                "project + bf16"} <= set(mine), sorted(mine)
+        assert all(r["arch"] == arch for r in mine.values())
+        for r in mine.values():
+            positive(r, "img_per_s", "step_ms_median", "vs_reference", "vs_project",
+                     "gflop_per_step", "gflop_per_s", "pct_of_peak")
+        assert mine["reference"]["vs_reference"] == 1.0 and mine["project"]["vs_project"] == 1.0
+    levers = {(x["preset"], x["loop"], tuple(x["levers"])) for x in report["levers"]}
+    assert ("dcgan_avatars", "reference", ("channels_last",)) in levers
+    assert ("cgan_avatars", "project", ("bf16",)) in levers
+    for x in report["levers"]:
+        positive(x, "gain")
+        assert isinstance(x["wins"], bool)
+    for name in ("dcgan_vs_reference", "cgan_vs_dcgan"):
+        positive(report["goals"][name], "value", "target")
+        assert isinstance(report["goals"][name]["met"], bool)
+
+
+@pytest.mark.distributed
+def test_scaling_tiny(tmp_path: Path) -> None:
+    report = run_tiny("scaling", tmp_path, "--processes", "1", "2", "--device", "cpu")
+    rows = {r["processes"]: r for r in report["results"]}
+    assert set(rows) == {1, 2}
+    for n, r in rows.items():
+        positive(r, "img_per_s", "step_ms_median", "speedup", "efficiency",
+                 "batch_per_process", "global_batch", "threads_per_process")
+        assert r["world_size"] == n and r["scaling"] == "weak"
+    assert "MULTI_CPU" in rows[2]["distributed_type"], rows[2]  # really two processes
+    assert rows[2]["global_batch"] == 2 * rows[1]["global_batch"]
+
+
+def test_inference_tiny(tmp_path: Path) -> None:
+    report = run_tiny("inference", tmp_path)
+    rows = report["results"]
+    for model in ("dcgan_avatars", "cgan_avatars", "stargan_avatars"):
+        for batch in (1, 4):
+            got = {(r["runtime"], r["precision"]): r for r in rows
+                   if r["model"] == model and r["batch"] == batch}
+            assert {("torch", "fp32"), ("ort", "fp32")} <= set(got), (model, batch, sorted(got))
+            for r in got.values():
+                positive(r, "ms_per_image", "ms_per_call", "speedup_vs_torch")
+            positive(got[("ort", "fp32")], "psnr_db")
+            assert got[("ort", "fp32")]["quality_passed"] is True
+    demo = report["demo"]
+    assert demo["model"] == "cgan_avatars"
+    positive(demo["counts"]["1"], "requests", "p50_ms", "p95_ms", "http_p50_ms", "http_p95_ms")
+    for name in ("cgan_ort_vs_torch_batch1", "demo_generate_p50_ms"):
+        positive(report["goals"][name], "value", "target")
+        assert isinstance(report["goals"][name]["met"], bool)
