@@ -33,9 +33,9 @@ def parse_eval_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--resize", choices=list(RESIZES), default="clean",
                    help="resize to 299 px for Inception (default clean: PIL bicubic, clean-fid)")
     p.add_argument("--no-fid", action="store_true", help="skip FID/KID (the slow part)")
-    p.add_argument("--classifier-samples", type=int, default=20_000,
+    p.add_argument("--classifier-samples", type=int, default=40_000,
                    help="training budget of each judging classifier, in images (default "
-                        "20000; lower for a quick look, the held-out accuracy is reported)")
+                        "40000; lower for a quick look, the held-out accuracy is reported)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", help="FID statistics and classifiers "
                    "(default: $TAGFACE_CACHE/eval or ~/.cache/tagface/eval)")

@@ -210,7 +210,7 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.
 @dataclass
 class TrainSettings:
     width: int = 32  # channels of the first conv
-    samples: int = 20_000  # training images drawn in total (steps = samples / batch)
+    samples: int = 40_000  # training images drawn in total (steps = samples / batch)
     batch: int = 64  # 313 steps of 64 beat 157 of 128 (eyes 99.4% vs 98.2% held out)
     lr: float = 3e-3  # peak of a one-cycle schedule (AdamW)
     holdout: float = 0.15  # fraction of images held out for the accuracy report

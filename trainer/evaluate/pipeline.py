@@ -53,7 +53,7 @@ class EvalOptions:
     resize: str = "clean"  # clean (clean-fid, PIL bicubic) | pytorch-fid (torch bilinear)
     seed: int = 0
     cache_dir: str | None = None  # FID statistics and classifiers; None = data cache/eval
-    classifier_samples: int = 20_000  # training budget of each judging classifier (images)
+    classifier_samples: int = 40_000  # training budget of each judging classifier (images)
 
 
 @contextlib.contextmanager
@@ -315,7 +315,7 @@ def evaluate_during_training(G: nn.Module, dataset: object, vocab: object,
                              cfg: object | int | None = None, *, n: int = 256, k: int = 2,
                              fid: bool = True, stargan_n: int = 8,
                              cache_dir: str | Path | None = None,
-                             classifier_samples: int = 20_000) -> dict[str, float]:
+                             classifier_samples: int = 40_000) -> dict[str, float]:
     """Cheap metrics for the training log (main process only; no collective calls).
 
     ``cfg`` is the run's TrainConfig (its data.cache_dir is used) or, as a shortcut,
