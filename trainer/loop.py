@@ -401,7 +401,7 @@ class Trainer:
                           f"checkpoint saved (--resume auto with a larger minutes= continues)")
             if main:
                 (self.run_dir / "preempted").unlink(missing_ok=True)
-                if not (self.run_dir / "samples" / f"{checkpoint_name(st.step)}.png").exists():
+                if st.step not in st.history:
                     self._sample()  # a time budget ends between sample steps: show the last one
                 self._finish()
         if self.tb is not None:
