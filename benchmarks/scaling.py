@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json,
     )
     from trainer.config import ConfigError, load_config
-    from trainer.data import load_dataset
+    from trainer.data import load_configured_dataset
 
     device = args.device
     if device == "auto":
@@ -155,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(args.preset, base)
         except ConfigError as e:
             raise SystemExit(f"error: {e}") from None
-        load_dataset(cfg.data.path, format=cfg.data.format, size=cfg.data.size,
-                     cache_dir=cfg.data.cache_dir or None)  # the cache, built once, untimed
+        load_configured_dataset(cfg.data)  # the cache, built once, untimed
         machine = machine_info()
         runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
         for r in range(args.repeats):

@@ -140,12 +140,11 @@ def reference_batches(cfg: Any, levers: frozenset[str], workers: int) -> Iterato
     from torch.utils.data import DataLoader
 
     from benchmarks.data_pipeline import PILImages
-    from trainer.data import load_dataset, to_model_input
+    from trainer.data import load_configured_dataset, to_model_input
     from trainer.loop import BatchView, StepBatches
 
     if "cache" in levers:
-        ds = load_dataset(cfg.data.path, format=cfg.data.format, size=cfg.data.size,
-                          cache_dir=cfg.data.cache_dir or None)
+        ds = load_configured_dataset(cfg.data)
         loader = DataLoader(BatchView(ds), batch_sampler=StepBatches(len(ds), cfg.batch_size,
                                                                      cfg.seed),
                             collate_fn=lambda x: x)
@@ -343,7 +342,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from trainer.config import ConfigError, load_config
-    from trainer.data import load_dataset
+    from trainer.data import load_configured_dataset
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -360,8 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as e:
             raise SystemExit(f"error: {e}") from None
         for cfg in cfgs.values():  # build or open the cache outside any timing
-            load_dataset(cfg.data.path, format=cfg.data.format, size=cfg.data.size,
-                         cache_dir=cfg.data.cache_dir or None)
+            load_configured_dataset(cfg.data)
         machine = machine_info()
         n, reps = (128, 1) if args.tiny else (2048, 3)
         peaks = {k: matmul_peak_gflops(dt, n, reps)

@@ -14,7 +14,7 @@ RUNS=${RUNS:-runs}
 MODELS=${MODELS:-models}
 COUNT=${COUNT:-6000}            # avatars to render
 CGAN_MINUTES=${CGAN_MINUTES:-7}  # CPU budget of each training
-STARGAN_MINUTES=${STARGAN_MINUTES:-4}
+STARGAN_MINUTES=${STARGAN_MINUTES:-5}
 # bf16 autocast is ~1.6x faster on CPUs with native bf16 (avx512_bf16 / amx) but
 # ~10x SLOWER on CPUs without it (PyTorch falls back to slow kernels): detect.
 if grep -qE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null || command -v nvidia-smi >/dev/null; then

@@ -322,6 +322,23 @@ def test_avatars_tags_and_domains(avatar_dir, tmp_path):
         read_listing(avatar_dir, format="celeba")
 
 
+def test_any_of_keeps_images_with_one_of_the_attributes(avatar_dir, tmp_path):
+    attrs = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Eyeglasses", "Short_Hair"]
+    every = load_dataset(avatar_dir, size=32, cache_dir=tmp_path / "cache", attrs=attrs)
+    hair = load_dataset(avatar_dir, size=32, cache_dir=tmp_path / "cache", attrs=attrs,
+                        any_of=["Black_Hair", "Blond_Hair"])
+    keep = (every.labels[:, 0] + every.labels[:, 1]) > 0
+    assert 0 < len(hair) < len(every) and len(hair) == int(keep.sum())
+    assert hair.labels.equal(every.labels[keep]) and hair.images.equal(every.images[keep])
+    assert any("data.any_of: kept" in n for n in read_listing(avatar_dir, attrs=attrs)
+               .with_any_of(["Black_Hair"]).notes)
+    with pytest.raises(DataError, match=r"data.any_of: Red_Hair not in data.attrs \(Black_Hair"):
+        load_dataset(avatar_dir, size=32, cache_dir=tmp_path / "cache", attrs=attrs,
+                     any_of=["Red_Hair"])
+    with pytest.raises(DataError, match="it needs data.attrs"):
+        load_dataset(avatar_dir, size=32, cache_dir=tmp_path / "cache", any_of=["Black_Hair"])
+
+
 # -- bad images ------------------------------------------------------------------------------
 @pytest.fixture
 def damaged(adl) -> Path:

@@ -49,6 +49,8 @@ KINDS: dict[str, tuple[list[str], Vocab | Domains | None]] = {
     "acgan": ([*SMALL, "model.arch=ml2020", "model.cond=acgan"], mlds_vocab()),
     "stargan": ([*SMALL_STARGAN, "model.norm_stats=running"], DOMAINS),
     "stargan_instance": ([*SMALL_STARGAN, "model.norm_stats=instance"], DOMAINS),
+    "stargan_attention": ([*SMALL_STARGAN, "model.norm_stats=instance",
+                           "model.g_output=attention"], DOMAINS),
 }
 BATCHES = (1, 3, 7)
 

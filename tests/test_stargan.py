@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from trainer.data.vocab import Domains, save_vocab
 from trainer.losses import gradient_penalty
 from trainer.models import build_discriminator, build_generator
 from trainer.models.stargan import (
+    ATTENTION_INIT_BIAS,
     InstanceNorm2d,
     StarGANConfig,
     StarGANDiscriminator,
@@ -29,6 +31,7 @@ from trainer.recipes.stargan import (
     StarGanRecipe,
     domain_classification_loss,
     permuted_targets,
+    total_variation,
 )
 from trainer.runs import EMA_FILE, META_FILE, checkpoint_name, latest_checkpoint
 
@@ -108,6 +111,27 @@ def test_bad_sizes_name_the_key():
         build_generator(load_config("stargan_avatars"), 0)
 
 
+def test_attention_generator_starts_near_the_identity():
+    """GANimation output: A * x + (1 - A) * C, A ~ sigmoid(ATTENTION_INIT_BIAS) at init."""
+    torch.manual_seed(0)
+    cfg = StarGANConfig(image_size=32, n_domains=3, g_conv_dim=8, repeat_num=1)
+    official = StarGANGenerator(cfg)
+    G = StarGANGenerator(replace(cfg, g_output="attention"))
+    # the official last conv becomes the colour head; the attention head adds a biased conv
+    assert n_params(G) == n_params(official) + 8 * 49 + 1
+    assert {"color.0.weight", "attention.0.weight", "attention.0.bias"} <= set(G.state_dict())
+    x, c = torch.rand(4, 3, 32, 32) * 2 - 1, torch.tensor([[1.0, 0, 1]] * 4)
+    with torch.no_grad():
+        y, a = G(x, c, with_attention=True)
+        h = G.main(torch.cat([x, c[:, :, None, None].expand(-1, -1, 32, 32)], 1))
+        assert torch.allclose(y, a * x + (1 - a) * G.color(h), atol=1e-6)
+        assert a.shape == (4, 1, 32, 32)
+        assert abs(a.mean().item() - torch.sigmoid(torch.tensor(ATTENTION_INIT_BIAS))) < 0.05
+        assert (y - x).abs().mean() < 0.3 * (official(x, c) - x).abs().mean()
+        assert official(x, c, with_attention=True)[1] is None
+        assert torch.equal(G(x, c), y)
+
+
 def test_wrong_domain_vector_is_an_error():
     G = StarGANGenerator(StarGANConfig(image_size=32, n_domains=5, g_conv_dim=8, repeat_num=1))
     with pytest.raises(ValueError, match=r"expected \[B, 5\]"):
@@ -183,7 +207,7 @@ def _tiny_recipe(**over) -> StarGanRecipe:
     overrides = ["data.size=32", "model.g_ch=8", "model.d_ch=8", "model.repeat_num=1",
                  "model.d_repeat_num=5", *[f"{k}={v}" for k, v in over.items()]]
     torch.manual_seed(0)
-    return StarGanRecipe(load_config("stargan_avatars", overrides), AVATARS, 32)
+    return StarGanRecipe(load_config("stargan_celeba", overrides), AVATARS, 32)
 
 
 def _batch(b: int = 4) -> dict[str, torch.Tensor]:
@@ -260,6 +284,39 @@ def test_g_step_terms_match_the_official_formulas():
     assert torch.allclose(loss, g_loss_fake + 2.0 * g_loss_cls + 7.0 * g_loss_rec, atol=1e-4)
     assert set(logs) >= {"adv", "cls", "rec", "cls_acc", "loss"}
     assert all(not v.requires_grad for v in logs.values())
+
+
+def test_g_step_attention_terms():
+    """g_output=attention: the loss adds lambda_mask x mean(A) + lambda_mask_tv x TV(A)."""
+    r = _tiny_recipe(**{"model.g_output": "attention", "loss.lambda_mask": 0.3,
+                        "loss.lambda_mask_tv": 0.01})
+    batch = _batch()
+    G, D = r.models["G"], r.models["D"]
+    x, c_org = batch["image"], batch["labels"]
+    torch.manual_seed(6)
+    loss, logs = r.g_step(batch)
+    torch.manual_seed(6)
+    c_trg = c_org[torch.randperm(4)]
+    x_fake, att = G(x, c_trg, with_attention=True)
+    out_src, out_cls = D(x_fake)
+    official = (-out_src.mean() + F.binary_cross_entropy_with_logits(out_cls, c_trg,
+                                                                     reduction="sum") / 4
+                + 10.0 * (x - G(x_fake, c_org)).abs().mean())
+    tv = ((att[:, :, 1:] - att[:, :, :-1]).abs().sum()
+          + (att[..., 1:] - att[..., :-1]).abs().sum()) / 4
+    assert torch.allclose(logs["attention"], att.mean()) and torch.allclose(logs["mask_tv"], tv)
+    assert torch.allclose(loss, official + 0.3 * att.mean() + 0.01 * tv, atol=1e-4)
+    assert total_variation(torch.ones(2, 1, 5, 5)) == 0
+    assert total_variation(torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])) == 2
+
+
+def test_mask_weights_need_the_attention_output():
+    with pytest.raises(ConfigError, match="need model.g_output=attention"):
+        load_config("stargan_celeba", ["loss.lambda_mask=0.1"])
+    with pytest.raises(ConfigError, match="loss.lambda_mask_tv=-1.0: must be >= 0"):
+        load_config("stargan_avatars", ["loss.lambda_mask_tv=-1"])
+    with pytest.raises(ConfigError, match="model.g_output='mask': expected one of image, att"):
+        load_config("stargan_avatars", ["model.g_output=mask"])
 
 
 def test_phases_follow_the_config():
@@ -443,7 +500,7 @@ def avatars64(tmp_path_factory) -> Path:
     from trainer.data.avatars import generate_avatars
 
     out = tmp_path_factory.mktemp("data") / "avatars64"
-    generate_avatars(out, 1200, 64, seed=3, workers=2, progress=False)
+    generate_avatars(out, 2400, 64, seed=3, workers=2, progress=False)  # ~600 with a hair domain
     return out
 
 
@@ -463,10 +520,10 @@ def hair_masks(folder: Path, ids: list[int]) -> np.ndarray:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="stargan_avatars does not yet translate within a few hundred CPU "
-                          "steps (measured in docs/stargan.md); the check stays to show when "
-                          "it does", strict=False)
 def test_short_training_moves_hair_colour_toward_the_target(avatars64, tmp_path):
+    """stargan_avatars for 300 steps (~5 CPU minutes), then each hair colour target on 48
+    avatars with one of the other two: hair pixels must move toward the target colour
+    and the rest of the face must stay."""
     run = tmp_path / "run"
     res = run_train(["--config", "stargan_avatars", "--run-dir", str(run),
                      f"data.path={avatars64}", f"steps={TRAIN_STEPS}", "lr_decay_start=0",
@@ -477,16 +534,20 @@ def test_short_training_moves_hair_colour_toward_the_target(avatars64, tmp_path)
 
     loaded = load_generator(run)
     ds = load_dataset(avatars64, size=64, attrs=list(AVATARS.names))
-    ids = [i for i in range(len(ds)) if ds.labels[i, :3].sum() == 0][:48]  # other hair colours
-    masks = torch.from_numpy(hair_masks(avatars64, ids))
-    x = ds.images[ids].float() / 127.5 - 1
-    src = ds.labels[ids].numpy()
-    before = ((x + 1) * 127.5).permute(0, 2, 3, 1)[masks]  # [P, 3] hair pixels
     for name, rgb in HAIR_RGB.items():
-        y = translate.translate(loaded.model, x, AVATARS.apply(src, [name]))
-        after = ((y + 1) * 127.5).permute(0, 2, 3, 1)[masks]
+        col = AVATARS.index(name)
+        ids = [i for i in range(len(ds))
+               if ds.labels[i, :3].sum() == 1 and ds.labels[i, col] == 0][:48]
+        masks = torch.from_numpy(hair_masks(avatars64, ids))
+        x = ds.images[ids].float() / 127.5 - 1
+        y = translate.translate(loaded.model, x, AVATARS.apply(ds.labels[ids].numpy(), [name]))
+        before, after = (((t + 1) * 127.5).permute(0, 2, 3, 1) for t in (x, y))
         target = torch.tensor(rgb, dtype=torch.float32)
-        d0 = (before - target).norm(dim=1).mean()
-        d1 = (after - target).norm(dim=1).mean()
-        # Mean RGB distance of hair pixels to the target colour drops by at least a quarter.
-        assert d1 < 0.75 * d0, f"{name}: distance {d0:.1f} -> {d1:.1f}"
+        d0 = (before[masks] - target).norm(dim=1).mean()
+        d1 = (after[masks] - target).norm(dim=1).mean()
+        # Mean RGB distance of hair pixels to the target colour drops by at least a quarter
+        # (measured: x0.58 to blond, x0.62 to black) ...
+        assert d1 < 0.75 * d0, f"{name}: hair distance to target {d0:.1f} -> {d1:.1f}"
+        # ... while the other pixels move far less (measured: 7 to 9 of 255 on average).
+        rest = (after[~masks] - before[~masks]).norm(dim=1).mean()
+        assert rest < 0.25 * (d0 - d1), f"{name}: non-hair pixels moved {rest:.1f}"

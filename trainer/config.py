@@ -33,6 +33,7 @@ class DataConfig:
     attrs: list[str] = field(default_factory=list)  # StarGAN domains / CelebA attributes to use
     mlds_strict: bool = True  # MLDS: keep only images with exactly one hair and one eye tag
     limit: int = 0  # use at most this many images (0 = all)
+    any_of: list[str] = field(default_factory=list)  # keep images with one of these attrs
 
 
 @dataclass
@@ -52,6 +53,7 @@ class ModelConfig:
     repeat_num: int = 6  # StarGAN: residual blocks in G
     d_repeat_num: int = 6  # StarGAN: stride-2 convs in D
     norm_stats: str = "running"  # StarGAN inference InstanceNorm statistics: running | instance
+    g_output: str = "image"  # StarGAN G output: image (official) | attention (GANimation blend)
 
 
 @dataclass
@@ -67,6 +69,8 @@ class LossConfig:
     mode_seeking: float = 0.0  # G: MSGAN term against z being ignored (pairs share tags)
     lambda_cls: float = 1.0  # StarGAN domain classification
     lambda_rec: float = 10.0  # StarGAN cycle reconstruction
+    lambda_mask: float = 0.0  # StarGAN g_output=attention: mean attention (GANimation 0.1)
+    lambda_mask_tv: float = 0.0  # StarGAN g_output=attention: attention total variation (1e-5)
 
 
 @dataclass
@@ -117,6 +121,7 @@ ENUMS: dict[str, tuple[str, ...]] = {
     "model.arch": ("dcgan", "ml2020", "stargan"),
     "model.cond": ("none", "spatial", "dense", "projection", "acgan"),
     "model.norm_stats": ("running", "instance"),
+    "model.g_output": ("image", "attention"),
     "loss.adv": ("bce", "ns", "wgan", "lsgan", "hinge"),
     "g_optim.name": ("adam", "sgd", "rmsprop"),
     "d_optim.name": ("adam", "sgd", "rmsprop"),
@@ -220,8 +225,13 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key}={list(betas)}: expected two numbers in [0, 1)")
     if not 0.0 <= cfg.model.d_dropout < 1.0:
         raise ConfigError(f"model.d_dropout={cfg.model.d_dropout}: expected 0 <= p < 1")
-    if cfg.loss.gp < 0 or cfg.loss.clip < 0:
-        raise ConfigError("loss.gp and loss.clip must be >= 0")
+    for key in ("loss.gp", "loss.clip", "loss.lambda_cls", "loss.lambda_rec",
+                "loss.lambda_mask", "loss.lambda_mask_tv"):
+        if _get(cfg, key) < 0:
+            raise ConfigError(f"{key}={_get(cfg, key)}: must be >= 0")
+    if (cfg.loss.lambda_mask or cfg.loss.lambda_mask_tv) and cfg.model.g_output != "attention":
+        raise ConfigError("loss.lambda_mask and loss.lambda_mask_tv weigh the attention mask: "
+                          "they need model.g_output=attention")
     if cfg.loss.matching_aware and cfg.model.cond in ("none", "acgan"):
         raise ConfigError(f"loss.matching_aware needs a conditional D (model.cond is "
                           f"{cfg.model.cond!r}; use spatial, dense or projection)")

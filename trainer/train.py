@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# run folder: {run_dir}\n{to_yaml(cfg)}", end="")
         return 0
 
-    from trainer.data import DataError, load_dataset
+    from trainer.data import DataError, load_configured_dataset
     from trainer.loop import NonFiniteLoss, Trainer, shutdown
     from trainer.recipes import build_recipe
 
@@ -115,9 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         with acc.local_main_process_first():
-            dataset = load_dataset(cfg.data.path, format=cfg.data.format, size=cfg.data.size,
-                                   cache_dir=cfg.data.cache_dir or None, attrs=cfg.data.attrs,
-                                   mlds_strict=cfg.data.mlds_strict, limit=cfg.data.limit)
+            dataset = load_configured_dataset(cfg.data)
         vocab = dataset.vocab
         if cfg.recipe == "gan" and cfg.model.cond == "none":
             vocab = None  # unconditional: tags, if any, are ignored

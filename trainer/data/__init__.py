@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,9 +36,12 @@ from trainer.data.vocab import (
     save_vocab,
 )
 
+if TYPE_CHECKING:
+    from trainer.config import DataConfig
+
 __all__ = ["FORMATS", "DataError", "DataWarning", "Domains", "ImageDataset", "Listing",
            "TagGroup", "Vocab", "VocabError", "default_cache_dir", "detect_format",
-           "load_dataset", "load_image", "load_vocab", "mlds_vocab", "read_listing",
+           "load_configured_dataset", "load_dataset", "load_image", "load_vocab", "mlds_vocab", "read_listing",
            "save_vocab", "to_model_input"]
 
 
@@ -86,21 +90,33 @@ class ImageDataset(torch.utils.data.Dataset):
 
 def load_dataset(path: str | Path, *, format: str = "auto", size: int = 64,
                  cache_dir: str | Path | None = None, attrs: Sequence[str] = (),
-                 mlds_strict: bool = True, limit: int = 0) -> ImageDataset:
+                 mlds_strict: bool = True, limit: int = 0,
+                 any_of: Sequence[str] = ()) -> ImageDataset:
     """Read the dataset in ``path`` and return its images at ``size`` x ``size``.
 
     format: auto | avatars | adl | mlds | cartoon | cartoonset | celeba | folder.
     attrs: StarGAN attributes (list_attr columns) or Cartoon Set CSV attributes.
     mlds_strict: MLDS keeps only images with exactly one hair and one eye colour tag.
     limit: use the first ``limit`` images only (0 = all); tiny runs decode only those.
+    any_of: keep only images with at least one of these ``attrs`` (before ``limit``).
     Unreadable images are skipped with one DataWarning; bad label files raise DataError.
     """
     if size <= 0:
         raise DataError(f"size={size}: must be > 0")
-    listing = read_listing(path, format, attrs, mlds_strict).head(limit)
+    listing = read_listing(path, format, attrs, mlds_strict).with_any_of(any_of).head(limit)
     cached = cached_images(listing, size, cache_dir)
     if cached.skipped:
         first = ", ".join(cached.skipped[:3]) + (", ..." if len(cached.skipped) > 3 else "")
         warnings.warn(f"{listing.root}: skipped {len(cached.skipped)} of {len(listing.files)} "
                       f"images that could not be read: {first}", DataWarning, stacklevel=2)
     return ImageDataset(cached, listing)
+
+
+def load_configured_dataset(data: DataConfig, path: str | Path | None = None) -> ImageDataset:
+    """The dataset a config's ``data`` section describes (trainer.config.DataConfig).
+
+    ``path`` replaces ``data.path`` (the format is then detected again).
+    """
+    return load_dataset(path or data.path, format="auto" if path else data.format,
+                        size=data.size, cache_dir=data.cache_dir or None, attrs=data.attrs,
+                        mlds_strict=data.mlds_strict, limit=data.limit, any_of=data.any_of)

@@ -72,6 +72,26 @@ class Listing:
             return self
         return replace(self, files=self.files[:n], labels=self.labels[:n])
 
+    def with_any_of(self, names: Sequence[str]) -> Listing:
+        """Only the images that have at least one of the attributes ``names`` (all if empty)."""
+        if not names:
+            return self
+        if not isinstance(self.vocab, Domains):
+            raise DataError(f"data.any_of={list(names)} filters by attribute: it needs "
+                            f"data.attrs (a dataset with list_attr.txt)")
+        unknown = [n for n in names if n not in self.vocab.names]
+        if unknown:
+            raise DataError(f"data.any_of: {', '.join(unknown)} not in data.attrs "
+                            f"({', '.join(self.vocab.names)})")
+        cols = [self.vocab.names.index(n) for n in names]
+        keep = np.flatnonzero(self.labels[:, cols].max(axis=1) > 0.5)
+        if not len(keep):
+            raise DataError(f"{self.root}: no image has any of {', '.join(names)} (data.any_of)")
+        note = (f"data.any_of: kept {len(keep)} of {len(self.files)} images with "
+                f"{' or '.join(names)}")
+        return replace(self, files=[self.files[i] for i in keep], labels=self.labels[keep],
+                       notes=[*self.notes, note])
+
 
 Reader = Callable[[Path, tuple[str, ...], bool], Listing]
 

@@ -142,16 +142,14 @@ def classifier_summary(report: dict) -> dict:
 # -- whole run ----------------------------------------------------------------------------
 def load_run_dataset(cfg: object, data: str | Path | None) -> object:
     """The run's dataset (``data`` overrides config.yaml's data.path), at the run's size."""
-    from trainer.data import load_dataset
+    from trainer.data import load_configured_dataset
 
     dc = cfg.data  # type: ignore[attr-defined]
     path = Path(data) if data else Path(dc.path)
     if not path.is_dir():
         raise EvalError(f"dataset folder {path} not found (config.yaml data.path); pass "
                         f"--data DIR")
-    return load_dataset(path, format=dc.format if not data else "auto", size=dc.size,
-                        cache_dir=dc.cache_dir or None, attrs=dc.attrs,
-                        mlds_strict=dc.mlds_strict, limit=dc.limit)
+    return load_configured_dataset(dc, path if data else None)
 
 
 def check_pairing(vocab: object, dataset: object) -> None:

@@ -10,6 +10,9 @@ the weights and intervals in the config:
 - G (every ``g_every`` = n_critic iterations): adversarial on G(real, target)
   + ``lambda_cls`` x classification of the fake as the target domains
   + ``lambda_rec`` x L1 cycle G(G(real, target), source) vs real.
+- With ``model.g_output=attention`` (GANimation's blend, trainer.models.stargan),
+  G also pays ``loss.lambda_mask`` x the mean attention (against keeping the
+  input everywhere) and ``loss.lambda_mask_tv`` x its total variation.
 - Targets are the labels of the same batch in a random permutation, as the
   official code does, so they follow the data's attribute distribution.
 - The linear lr decay over the second half is the loop's (``lr_decay_start``).
@@ -36,6 +39,14 @@ def domain_classification_loss(logits: torch.Tensor, target: torch.Tensor) -> to
     """Official StarGAN: BCE with logits, summed over domains, mean over the batch (fp32)."""
     return F.binary_cross_entropy_with_logits(logits.float(), target.float(),
                                               reduction="sum") / logits.shape[0]
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """GANimation's smoothness term: summed absolute neighbour differences per image
+    (GANimation sums over the batch too; per image keeps the weight batch-independent)."""
+    x = x.float()
+    return ((x[..., 1:, :] - x[..., :-1, :]).abs().sum()
+            + (x[..., :, 1:] - x[..., :, :-1]).abs().sum()) / x.shape[0]
 
 
 def domain_accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -107,14 +118,23 @@ class StarGanRecipe(Recipe):
         G, D, lc = self.models["G"], self.models["D"], self.cfg.loss
         real, src_labels = batch["image"], batch["labels"]
         target = permuted_targets(src_labels)
-        fake = G(real, target)
+        fake, att = G(real, target, with_attention=True)
         src_fake, cls_fake = D(fake)  # the loop keeps D's weights out of this backward
         adv = self.adv.g_loss(src_fake)
         cls = domain_classification_loss(cls_fake, target)
         rec = l1_loss(G(fake, src_labels), real)
         loss = adv + lc.lambda_cls * cls + lc.lambda_rec * rec
         logs = {"adv": adv.detach(), "cls": cls.detach(), "rec": rec.detach(),
-                "cls_acc": domain_accuracy(cls_fake, target), "loss": loss.detach()}
+                "cls_acc": domain_accuracy(cls_fake, target)}
+        if att is not None:
+            logs["attention"] = att.detach().float().mean()
+            if lc.lambda_mask:
+                loss = loss + lc.lambda_mask * att.float().mean()
+            if lc.lambda_mask_tv:
+                tv = total_variation(att)
+                loss = loss + lc.lambda_mask_tv * tv
+                logs["mask_tv"] = tv.detach()
+        logs["loss"] = loss.detach()
         return loss, logs
 
     # -- sampling -------------------------------------------------------------
