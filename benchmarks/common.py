@@ -9,6 +9,7 @@ dataset cache, model building, the first steps) and the end (checkpoint) are exc
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -259,8 +260,18 @@ class StepClock:
             flops_per_step=self.flops)
 
 
+def require_at_least_one(p: argparse.ArgumentParser, args: argparse.Namespace,
+                         *names: str) -> None:
+    """``p.error`` naming the options unless each (a number or a list of numbers) is >= 1."""
+    values = [getattr(args, n) for n in names]
+    if min(min(v) if isinstance(v, list) else v for v in values) < 1:
+        opts = [f"--{n.replace('_', '-')}" for n in names]
+        p.error(f"{', '.join(opts[:-1])} and {opts[-1]} must be >= 1")
+
+
 @contextlib.contextmanager
-def _env(**values: str | None) -> Iterator[None]:
+def env_vars(**values: str | None) -> Iterator[None]:
+    """Set (or, for None, unset) environment variables; restore them afterwards."""
     old = {k: os.environ.get(k) for k in values}
     for k, v in values.items():
         if v is None:
@@ -317,7 +328,7 @@ def time_training(preset: str, overrides: Sequence[str], run_dir: Path, *, warmu
     out = io.StringIO()
     single = int(os.environ.get("WORLD_SIZE", "1")) == 1
     backend = compile_backend.upper() if compile_backend else None
-    with _env(TAGFACE_NO_BAR="1", ACCELERATE_DYNAMO_BACKEND=backend if single else
+    with env_vars(TAGFACE_NO_BAR="1", ACCELERATE_DYNAMO_BACKEND=backend if single else
               os.environ.get("ACCELERATE_DYNAMO_BACKEND")):
         if single:
             reset_accelerate()

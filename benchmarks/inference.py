@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import (
+    env_vars,
     finish_machine,
     fmt,
     machine_info,
@@ -57,6 +58,7 @@ from benchmarks.common import (
     md_table,
     median,
     percentile,
+    require_at_least_one,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -328,9 +330,7 @@ def demo_round_trip(models: Path, tmp: Path, model: str, counts: tuple[int, ...]
         start_s = time.perf_counter() - t0
         from gradio_client import Client
 
-        old_tmp = os.environ.get("GRADIO_TEMP_DIR")
-        os.environ["GRADIO_TEMP_DIR"] = str(tmp / "gradio")
-        try:
+        with env_vars(GRADIO_TEMP_DIR=str(tmp / "gradio")):
             client = Client(f"http://127.0.0.1:{port}/", download_files=str(tmp / "dl"),
                             verbose=False)
             out: dict[str, Any] = {"model": model, "server_start_s": start_s, "counts": {}}
@@ -356,11 +356,6 @@ def demo_round_trip(models: Path, tmp: Path, model: str, counts: tuple[int, ...]
                     "http_p50_ms": percentile(http_ms, 50), "http_p95_ms": percentile(http_ms, 95),
                     "server_generate_ms_p50": percentile(model_ms, 50) if model_ms else math.nan}
             client.close()
-        finally:
-            if old_tmp is None:
-                os.environ.pop("GRADIO_TEMP_DIR", None)
-            else:
-                os.environ["GRADIO_TEMP_DIR"] = old_tmp
         return out
     finally:
         if proc.poll() is None:
@@ -400,8 +395,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.demo_requests = min(args.demo_requests, 5)
     if not args.presets and not args.runs:
         p.error("nothing to measure: give --presets or --runs")
-    if min(args.batches) < 1 or args.repeats < 1:
-        p.error("--batches and --repeats must be >= 1")
+    require_at_least_one(p, args, "batches", "repeats")
     return args
 
 

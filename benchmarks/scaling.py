@@ -111,8 +111,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.scaling = ["weak"]
         args.threads = args.threads or 1  # no OpenMP spinning against a busy machine
         args.set = [*TINY_OVERRIDES, *args.set]
-    if min(args.batch, args.warmup, args.steps, args.repeats) < 1:
-        p.error("--batch, --warmup, --steps and --repeats must be >= 1")
+    from benchmarks.common import require_at_least_one
+
+    require_at_least_one(p, args, "batch", "warmup", "steps", "repeats")
     return args
 
 
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from benchmarks.common import (
-    finish_machine,
+        finish_machine,
         fmt,
         machine_info,
         machine_line,

@@ -55,6 +55,7 @@ from benchmarks.common import (
     matmul_peak_gflops,
     md_table,
     median,
+    require_at_least_one,
     time_training,
     tiny_avatars,
     write_json,
@@ -334,8 +335,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.levers == DEFAULT_LEVERS:
             args.levers = DEFAULT_LEVERS.replace(",compile", "")
         args.set = [*TINY_OVERRIDES, *args.set]
-    if min(args.batch, args.warmup, args.steps, args.repeats) < 1:
-        p.error("--batch, --warmup, --steps and --repeats must be >= 1")
+    require_at_least_one(p, args, "batch", "warmup", "steps", "repeats")
     return args
 
 

@@ -265,19 +265,27 @@ def test_gradient_penalty_is_the_shared_fp32_one():
     assert ours.dtype == torch.float32 and ours > 0
 
 
-def test_g_step_terms_match_the_official_formulas():
-    r, batch = _tiny_recipe(**{"loss.lambda_cls": 2.0, "loss.lambda_rec": 7.0}), _batch()
+def _g_step_and_reference(r: StarGanRecipe, batch: dict[str, torch.Tensor]):
+    """r.g_step(batch), and the official solver's G terms recomputed with the same targets:
+    (loss, logs, (g_loss_fake, g_loss_cls, g_loss_rec), attention or None)."""
     G, D = r.models["G"], r.models["D"]
     x, c_org = batch["image"], batch["labels"]
     torch.manual_seed(6)
     loss, logs = r.g_step(batch)
     torch.manual_seed(6)
-    c_trg = c_org[torch.randperm(4)]
-    x_fake = G(x, c_trg)
+    c_trg = c_org[torch.randperm(len(c_org))]
+    x_fake, att = G(x, c_trg, with_attention=True)
     out_src, out_cls = D(x_fake)
     g_loss_fake = -out_src.mean()
-    g_loss_cls = F.binary_cross_entropy_with_logits(out_cls, c_trg, reduction="sum") / 4
+    g_loss_cls = F.binary_cross_entropy_with_logits(out_cls, c_trg, reduction="sum") / len(x)
     g_loss_rec = (x - G(x_fake, c_org)).abs().mean()
+    return loss, logs, (g_loss_fake, g_loss_cls, g_loss_rec), att
+
+
+def test_g_step_terms_match_the_official_formulas():
+    r = _tiny_recipe(**{"loss.lambda_cls": 2.0, "loss.lambda_rec": 7.0})
+    loss, logs, (g_loss_fake, g_loss_cls, g_loss_rec), att = _g_step_and_reference(r, _batch())
+    assert att is None
     assert torch.allclose(logs["adv"], g_loss_fake, atol=1e-5)
     assert torch.allclose(logs["cls"], g_loss_cls, atol=1e-5)
     assert torch.allclose(logs["rec"], g_loss_rec, atol=1e-5)
@@ -290,18 +298,8 @@ def test_g_step_attention_terms():
     """g_output=attention: the loss adds lambda_mask x mean(A) + lambda_mask_tv x TV(A)."""
     r = _tiny_recipe(**{"model.g_output": "attention", "loss.lambda_mask": 0.3,
                         "loss.lambda_mask_tv": 0.01})
-    batch = _batch()
-    G, D = r.models["G"], r.models["D"]
-    x, c_org = batch["image"], batch["labels"]
-    torch.manual_seed(6)
-    loss, logs = r.g_step(batch)
-    torch.manual_seed(6)
-    c_trg = c_org[torch.randperm(4)]
-    x_fake, att = G(x, c_trg, with_attention=True)
-    out_src, out_cls = D(x_fake)
-    official = (-out_src.mean() + F.binary_cross_entropy_with_logits(out_cls, c_trg,
-                                                                     reduction="sum") / 4
-                + 10.0 * (x - G(x_fake, c_org)).abs().mean())
+    loss, logs, (fake, cls, rec), att = _g_step_and_reference(r, _batch())
+    official = fake + cls + 10.0 * rec
     tv = ((att[:, :, 1:] - att[:, :, :-1]).abs().sum()
           + (att[..., 1:] - att[..., :-1]).abs().sum()) / 4
     assert torch.allclose(logs["attention"], att.mean()) and torch.allclose(logs["mask_tv"], tv)

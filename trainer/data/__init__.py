@@ -39,10 +39,10 @@ from trainer.data.vocab import (
 if TYPE_CHECKING:
     from trainer.config import DataConfig
 
-__all__ = ["FORMATS", "DataError", "DataWarning", "Domains", "ImageDataset", "Listing",
-           "TagGroup", "Vocab", "VocabError", "default_cache_dir", "detect_format",
-           "load_configured_dataset", "load_dataset", "load_image", "load_vocab", "mlds_vocab", "read_listing",
-           "save_vocab", "to_model_input"]
+__all__ = ["FORMATS", "DataError", "DataWarning", "Domains", "ImageDataset", "Listing", "TagGroup",
+           "Vocab", "VocabError", "default_cache_dir", "detect_format", "load_configured_dataset",
+           "load_dataset", "load_image", "load_vocab", "mlds_vocab", "read_listing", "save_vocab",
+           "to_model_input"]
 
 
 class ImageDataset(torch.utils.data.Dataset):

@@ -127,9 +127,10 @@ class StarGanRecipe(Recipe):
         logs = {"adv": adv.detach(), "cls": cls.detach(), "rec": rec.detach(),
                 "cls_acc": domain_accuracy(cls_fake, target)}
         if att is not None:
-            logs["attention"] = att.detach().float().mean()
+            mean_att = att.float().mean()
+            logs["attention"] = mean_att.detach()
             if lc.lambda_mask:
-                loss = loss + lc.lambda_mask * att.float().mean()
+                loss = loss + lc.lambda_mask * mean_att
             if lc.lambda_mask_tv:
                 tv = total_variation(att)
                 loss = loss + lc.lambda_mask_tv * tv
