@@ -1,7 +1,8 @@
 """``python -m export --run RUN --out DIR [--name NAME] [--checkpoint CKPT] [--opset N] [--fp16]``
 
-Writes DIR/NAME.onnx (NAME defaults to the run folder's name) and prints the
-checks: onnx.checker, and ONNX Runtime against PyTorch at batch 1 and --batch.
+Writes DIR/NAME.onnx (NAME defaults to the run folder's name) and its model card
+DIR/NAME.md, and prints the checks: onnx.checker, and ONNX Runtime against
+PyTorch at batch 1 and --batch.
 Exit status 0 on success, 1 if the parity check fails, 2 on bad input.
 """
 
@@ -15,7 +16,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m export",
                                 description="Export a run's EMA generator to ONNX, with checks.")
     p.add_argument("--run", required=True, help="run folder (config.yaml, vocab.json, checkpoints/)")
-    p.add_argument("--out", required=True, help="output folder; the model is OUT/NAME.onnx")
+    p.add_argument("--out", required=True, help="output folder; the model is OUT/NAME.onnx, its "
+                                             "card OUT/NAME.md")
     p.add_argument("--name", help="file name without .onnx (default: the run folder's name)")
     p.add_argument("--checkpoint", help="checkpoint folder, its name under RUN/checkpoints, or "
                                         "its g_ema.safetensors (default: checkpoints/latest)")

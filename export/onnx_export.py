@@ -6,7 +6,8 @@ export StarGAN's InstanceNorm with a dynamic batch) with a dynamic batch axis ->
 write metadata_props -> optionally store weights as float16 -> onnx.checker ->
 ONNX Runtime against PyTorch on fresh random inputs at batch 1 and a larger
 batch. The file is written under a temporary name and renamed only when every
-check passes, so a failed export never leaves a model behind.
+check passes, so a failed export never leaves a model behind. ``export_run``
+then writes the model card beside it (export/model_card.py).
 
 Graph contract (docs/architecture.md): GAN inputs ``z`` [B, z_dim] and ``tags``
 [B, n_tags] (no ``tags`` when unconditional), output ``image`` [B, 3, S, S];
@@ -37,6 +38,7 @@ import onnx
 import torch
 from torch import nn
 
+from export.model_card import model_card
 from export.runtime import CPU, make_session
 from trainer import __version__
 from trainer.config import ConfigError, TrainConfig, config_sha256
@@ -50,12 +52,19 @@ from trainer.runs import (
     load_generator,
     load_run,
     read_meta,
+    write_text_atomic,
 )
 
 FP32_TOL = 1e-4  # max abs difference ORT vs PyTorch, fp32 weights
 FP16_TOL = 2e-2  # the same with float16 weights (outputs in [-1, 1])
-FORMAT_VERSION = "1"  # of the metadata below; bump when a field changes meaning
+FORMAT_VERSION = "2"  # of the metadata below; bump when a field changes meaning
 STARGAN_OUTPUT = "translated"
+# How an image input must be prepared: what trainer.data.transforms.load_image does to
+# every training image (composite onto white, centred square crop with torchvision's
+# rounding, PIL bilinear resize, antialiased when shrinking) and the scaling to
+# value_range. The demo and trainer.translate follow it; tests check it matches.
+PREPROCESS = {"alpha": "white", "crop": "center", "resize": "bilinear",
+              "value_range": [-1, 1]}
 
 
 class ExportError(ValueError):
@@ -155,8 +164,6 @@ def build_metadata(cfg: TrainConfig, vocab: Vocab | Domains | None, *, step: int
         "kind": sig.kind,
         "arch": cfg.model.arch,
         "tag_groups": json.dumps(groups),
-        "z_dim": str(0 if stargan else cfg.model.z_dim),
-        "z_distribution": "standard_normal",
         "image_size": str(cfg.data.size),
         "image_layout": "NCHW RGB",
         "value_range": "[-1, 1]",
@@ -167,10 +174,13 @@ def build_metadata(cfg: TrainConfig, vocab: Vocab | Domains | None, *, step: int
         "config_name": cfg.name,
         "tagface_version": __version__,
     }
-    if stargan:
+    if stargan:  # takes an image, no noise
         meta["norm_stats"] = cfg.model.norm_stats
+        meta["preprocess"] = json.dumps(PREPROCESS)
     else:
         meta["cond"] = cfg.model.cond
+        meta["z_dim"] = str(cfg.model.z_dim)
+        meta["z_distribution"] = "standard_normal"
     return meta
 
 
@@ -185,9 +195,10 @@ def _doc_string(sig: Signature, meta: dict[str, str]) -> str:
         lines.append("tags: one one-hot per group, concatenated in the order of the "
                      "tag_groups metadata.")
     if sig.kind == "stargan":
-        lines.append(f"image: the input image scaled to [-1, 1]; domains: 0/1 per name in the "
-                     f"domains metadata, at most one on per exclusive set. InstanceNorm "
-                     f"statistics: {meta['norm_stats']}.")
+        lines.append(f"image: the input image as the preprocess metadata says (transparency "
+                     f"onto white, centred square crop, bilinear resize, scaled to [-1, 1]); "
+                     f"domains: 0/1 per name in the domains metadata, at most one on per "
+                     f"exclusive set. InstanceNorm statistics: {meta['norm_stats']}.")
     return " ".join(lines)
 
 
@@ -243,6 +254,7 @@ class ExportResult:
     opset: int
     seconds: float  # export + checks
     notes: list[str] = field(default_factory=list)
+    card: Path | None = None  # the model card beside the file (export_run writes one)
 
     def report(self) -> str:
         """What the CLI prints."""
@@ -259,6 +271,8 @@ class ExportResult:
         lines += ["  onnx.checker: ok",
                   f"  parity, ONNX Runtime ({CPU}) vs PyTorch: {diffs} "
                   f"(limit {self.tolerance:.0e})"]
+        if self.card is not None:
+            lines.append(f"  model card: {self.card}")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -306,6 +320,7 @@ def export_generator(model: nn.Module, cfg: TrainConfig, vocab: Vocab | Domains 
             dynamic_shapes={name: {0: batch} for name in sig.inputs})
     assert program is not None
     program.model.metadata_props.update(meta)
+    program.model.model_version = step  # ModelProto.model_version: ORT's modelmeta.version
     program.model.doc_string = _doc_string(sig, meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -389,4 +404,7 @@ def export_run(run: str | Path, out_dir: str | Path, *, name: str | None = None,
                               config_hash=recorded or current, opset=opset, fp16=fp16,
                               batches=batches, seed=seed)
     result.notes += notes
+    card = result.path.with_suffix(".md")
+    write_text_atomic(card, model_card(stem, result.metadata, loaded.config, run, ckpt))
+    result.card = card
     return result

@@ -6,11 +6,14 @@ m = load_model("models/cgan_avatars.onnx")     # CUDA if really usable, else CPU
 m.provider                                      # "CPUExecutionProvider"
 imgs = m.generate("blue hair red eyes", n=4, seed=0)   # uint8 [4, 64, 64, 3]
 imgs = m.generate({"hair": "blue", "eyes": "random"}, n=4, seed=0)
+imgs = m.generate("blue hair red eyes", n=4, seed=0, psi=0.7)   # truncation trick
 s = load_model("models/stargan_avatars.onnx")
 out = s.translate(img_uint8_hwc, ["blonde_hair"])   # uint8 [S, S, 3]
 ```
-Everything the model needs (tag groups, z size, image size, domains, value range)
-is read from the file's metadata_props; no tagface code is needed to describe it.
+Everything the model needs (tag groups, z size, image size, domains, value range,
+how to prepare an input image) is read from the file's metadata_props; no tagface
+code is needed to describe it. Noise comes from ``trainer.noise`` (numpy only:
+importing this module never imports torch).
 Provider choice: CUDAExecutionProvider only when onnxruntime has it, an NVIDIA
 driver with a device answers, and the CUDA/cuDNN libraries load; otherwise CPU,
 decided without asking ONNX Runtime for CUDA (which prints error lines when it
@@ -33,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+from trainer import noise
 
 log = logging.getLogger("tagface.runtime")
 
@@ -74,6 +79,7 @@ class Meta:
     tagface_version: str
     norm_stats: str  # StarGAN InstanceNorm statistics baked in ("" for GANs)
     precision: str  # weights: "fp32" | "fp16" (inputs and outputs stay float32)
+    preprocess: Mapping[str, object] = field(default_factory=dict)  # image inputs (StarGAN)
     props: Mapping[str, str] = field(default_factory=dict, repr=False)  # everything, raw
 
     @property
@@ -103,7 +109,9 @@ def parse_metadata(props: Mapping[str, str]) -> Meta:
                     config_sha256=props.get("config_sha256", ""),
                     tagface_version=props.get("tagface_version", ""),
                     norm_stats=props.get("norm_stats", ""),
-                    precision=props.get("precision", "fp32"), props=dict(props))
+                    precision=props.get("precision", "fp32"),
+                    preprocess=json.loads(props.get("preprocess", "{}")) or {},
+                    props=dict(props))
     except (KeyError, ValueError, TypeError) as e:
         raise InputError(f"malformed tagface metadata: {type(e).__name__}: {e}") from None
 
@@ -370,19 +378,28 @@ class Model:
             offset += len(g.tags)
         return out
 
-    def sample_z(self, n: int, seed: int | np.random.Generator | None = None) -> np.ndarray:
-        """Standard-normal noise float32 [n, z_dim], as in training."""
-        rng = np.random.default_rng(seed)
-        return rng.standard_normal((n, self.meta.z_dim), dtype=np.float32)
+    def sample_z(self, n: int, seed: int | np.random.Generator | None = None,
+                 psi: float = 1.0) -> np.ndarray:
+        """Standard-normal noise float32 [n, z_dim], as in training, truncated at ``psi``.
+
+        ``psi`` in (0, 1]: the truncation trick of trainer.noise (1 = off; the noise is
+        then exactly ``default_rng(seed).standard_normal``, as before truncation existed).
+        """
+        try:
+            return noise.sample_z(n, self.meta.z_dim, np.random.default_rng(seed), psi)
+        except ValueError as e:
+            raise InputError(str(e)) from None
 
     def generate(self, tags: TagSpec | Sequence[TagSpec] | np.ndarray = None,
-                 z: np.ndarray | None = None, seed: int | None = None, n: int = 1) -> np.ndarray:
+                 z: np.ndarray | None = None, seed: int | None = None, n: int = 1,
+                 psi: float = 1.0) -> np.ndarray:
         """uint8 images [n, S, S, 3] of ``tags`` (GAN models).
 
         ``tags``: one spec for every image (see encode_tags), a list with one spec per
         image, or a one-hot array [n_tags] / [n, n_tags]. ``z`` [n, z_dim] fixes the
         noise; otherwise it is drawn from ``seed`` (before any random tags, so the
-        same seed gives the same noise whatever the tags).
+        same seed gives the same noise whatever the tags), truncated at ``psi``
+        (sample_z; 1 = off).
         """
         m = self.meta
         if m.kind != "gan":
@@ -393,7 +410,7 @@ class Model:
         if z is not None:
             z = np.asarray(z, dtype=np.float32).reshape(-1, m.z_dim)
         else:
-            z = self.sample_z(len(tags) if batched else n, rng)  # type: ignore[arg-type]
+            z = self.sample_z(len(tags) if batched else n, rng, psi)  # type: ignore[arg-type]
         feeds = {"z": z}
         if m.conditional:
             feeds["tags"] = self._tag_batch(tags, len(z), rng)

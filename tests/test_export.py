@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 
 from export import onnx_export, runtime
@@ -47,6 +48,10 @@ KINDS: dict[str, tuple[list[str], Vocab | Domains | None]] = {
     "dcgan": ([*SMALL, "model.cond=none"], None),
     "cgan": ([*SMALL, "model.cond=dense"], mlds_vocab()),
     "acgan": ([*SMALL, "model.arch=ml2020", "model.cond=acgan"], mlds_vocab()),
+    "resnet": ([*SMALL, "model.arch=resnet", "model.cond=projection", "model.hier_z=true"],
+               mlds_vocab()),
+    "cgan_nearest": ([*SMALL, "model.cond=projection", "model.g_upsample=nearest"],
+                     mlds_vocab()),
     "stargan": ([*SMALL_STARGAN, "model.norm_stats=running"], DOMAINS),
     "stargan_instance": ([*SMALL_STARGAN, "model.norm_stats=instance"], DOMAINS),
     "stargan_attention": ([*SMALL_STARGAN, "model.norm_stats=instance",
@@ -114,7 +119,9 @@ def test_round_trip(kind, exported, runs):
     res = exported[kind]
     assert res.path.name == f"{kind}.onnx"
     assert sorted(p.name for p in res.path.parent.iterdir()) == sorted(
-        f"{k}.onnx" for k in KINDS), "one self-contained file per model, nothing else"
+        f"{k}{ext}" for k in KINDS for ext in (".onnx", ".md")), \
+        "one self-contained file per model and its card, nothing else"
+    assert res.card == res.path.with_suffix(".md")
     onnx.checker.check_model(str(res.path), full_check=True)
     assert max(res.diffs.values()) < FP32_TOL and set(res.diffs) == {1, 7}
     proto = onnx.load(str(res.path))
@@ -154,12 +161,18 @@ def test_metadata_round_trip(kind, exported, runs):
     assert meta.image_size == 32 and meta.value_range == (-1.0, 1.0)
     assert meta.step == 12 and meta.config_sha256 == config_sha256(cfg)
     assert meta.tagface_version == __version__ and meta.precision == "fp32"
+    session = runtime.make_session(exported[kind].path, [runtime.CPU])
+    assert session.get_modelmeta().version == 12, "model_version is the step"
     if isinstance(vocab, Domains):
         assert meta.kind == "stargan" and meta.z_dim == 0 and meta.tag_groups == ()
+        assert not {"z_dim", "z_distribution"} & set(meta.props), "StarGAN takes no noise"
         assert meta.domains == vocab.names and meta.exclusive == vocab.exclusive
         assert meta.norm_stats == cfg.model.norm_stats
+        assert meta.preprocess == {"alpha": "white", "crop": "center", "resize": "bilinear",
+                                   "value_range": [-1, 1]}
     else:
         assert meta.kind == "gan" and meta.z_dim == 16 and meta.domains == ()
+        assert meta.props["z_distribution"] == "standard_normal" and not meta.preprocess
         groups = vocab.groups if vocab is not None else ()
         assert [(g.name, g.tags, g.aliases) for g in meta.tag_groups] == \
             [(g.name, g.tags, g.aliases) for g in groups]
@@ -196,7 +209,8 @@ def test_cli(runs, tmp_path):
                           "--out", str(tmp_path), "--name", "cli", "--batch", "5"],
                          capture_output=True, text=True, cwd=REPO, timeout=300)
     assert res.returncode == 0, res.stderr
-    assert (tmp_path / "cli.onnx").is_file()
+    assert (tmp_path / "cli.onnx").is_file() and (tmp_path / "cli.md").is_file()
+    assert f"model card: {tmp_path / 'cli.md'}" in res.stdout
     assert "batch 1 max abs diff" in res.stdout and "batch 5 max abs diff" in res.stdout
     assert "Traceback" not in res.stderr
 
@@ -347,7 +361,8 @@ def test_runtime_does_not_import_torch(exported):
             "m.generate('blue hair random eyes', n=2, seed=0)\n"
             "s = r.load_model(" + repr(str(exported["stargan"].path)) + ")\n"
             "s.translate(__import__('numpy').zeros((32, 32, 3), 'uint8'), ['male'])\n"
-            "bad = sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'trainer'))\n"
+            "bad = sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'trainer')\n"
+            "             and k not in ('trainer', 'trainer.noise'))\n"
             "print(m.provider, bad)\n")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -383,3 +398,103 @@ def test_provider_choice_with_a_gpu(monkeypatch):
     missing = "CUDA libraries not loadable: libcublasLt.so.13: cannot open shared object file"
     monkeypatch.setattr(runtime, "_cuda_libraries", lambda: (False, missing))
     assert runtime.choose_providers("auto") == ([runtime.CPU], missing)
+
+
+def test_truncation(cgan):
+    """psi = 1 keeps the seeds' noise of before truncation existed; psi < 1 bounds it."""
+    from trainer.noise import truncation_threshold
+
+    z = cgan.sample_z(64, seed=3)
+    assert np.array_equal(z, np.random.default_rng(3).standard_normal((64, 16),
+                                                                      dtype=np.float32))
+    bound = truncation_threshold(0.5)
+    zt = cgan.sample_z(64, seed=3, psi=0.5)
+    assert np.abs(zt).max() <= bound < np.abs(z).max()
+    inside = np.abs(z) <= bound
+    assert np.array_equal(zt[inside], z[inside]), "only coordinates outside are redrawn"
+    imgs = cgan.generate("blue hair red eyes", n=4, seed=3, psi=0.5)
+    assert np.array_equal(imgs, cgan.generate("blue hair red eyes", z=cgan.sample_z(4, 3, 0.5)))
+    assert not np.array_equal(imgs, cgan.generate("blue hair red eyes", n=4, seed=3))
+    with pytest.raises(InputError, match="truncation psi=0"):
+        cgan.generate("blue hair red eyes", seed=0, psi=0)
+
+
+# -- model cards ----------------------------------------------------------------------
+def card_example(body: str) -> str:
+    code = body.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(code.strip().splitlines()) == 5, code
+    return code
+
+
+def test_model_card_matches_the_run(avatar_dir, tmp_path):
+    """The card's numbers are the run's: config, checkpoint meta.json, world.json,
+    eval/metrics.json; its dataset is the avatars with their attribution; its
+    example runs and gives the runtime's image."""
+    from export.model_card import read_card
+
+    run = make_run(tmp_path / "run", [*KINDS["cgan"][0], f"data.path={avatar_dir}"],
+                   mlds_vocab())
+    meta_file = run / "checkpoints" / checkpoint_name(12) / "meta.json"
+    meta = {**json.loads(meta_file.read_text()), "consumed": 768, "elapsed": 41.27,
+            "world_size": 2}
+    meta_file.write_text(json.dumps(meta))
+    (run / "world.json").write_text(json.dumps({"world_size": 2, "mixed_precision": "bf16",
+                                                "device": "cpu"}))
+    (run / "eval").mkdir()
+    summary = {"FID": 123.4, "acc hair": 0.875, "acc eyes": 0.5, "acc joint": 0.4375}
+    (run / "eval" / "metrics.json").write_text(json.dumps(
+        {"run": {"step": 10, "checkpoint": checkpoint_name(10)}, "summary": summary}))
+    out = tmp_path / "models"
+    assert export_main(["--run", str(run), "--out", str(out), "--name", "card"]) == 0
+    front, body = read_card(out / "card.md")
+
+    cfg = load_config(str(run / "config.yaml"))
+    assert front["library_name"] == "onnx"
+    assert front["pipeline_tag"] == "unconditional-image-generation"
+    assert front["step"] == 12 and front["config_sha256"] == config_sha256(cfg)
+    assert front["config_name"] == cfg.name and front["arch"] == cfg.model.arch
+    assert front["image_size"] == 32 and front["kind"] == "gan"
+    assert front["training"] == {"steps": 12, "images_seen": 768, "seconds": 41.3,
+                                 "world_size": 2, "mixed_precision": "bf16", "device": "cpu"}
+    assert front["evaluation"] == {"step": 10, "checkpoint": checkpoint_name(10),
+                                   "summary": summary}
+    assert "step 10 (not the exported step" in body and "| acc hair | 0.875 |" in body
+    data = front["dataset"]
+    assert data["path"] == str(avatar_dir) and data["format"] == "avatars"
+    assert "Lisa Wischofsky" in data["attribution"] and "CC BY 4.0" in data["licence"]
+    assert "DiceBear" in data["attribution"] and data["attribution"] in body
+    assert "tags` | float32 [B, 22]" in body and "hair: orange, white" in body
+    assert "model.z_dim" not in body and "z_dim: 16" in body  # the config.yaml itself
+
+    res = subprocess.run([sys.executable, "-c", card_example(body)], cwd=out,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    m = load_model(out / "card.onnx")
+    tags = np.zeros((1, m.meta.n_tags), np.float32)
+    tags[0, [0, len(m.meta.tag_groups[0].tags)]] = 1  # the first tag of each group
+    z = np.random.default_rng(0).standard_normal((1, 16), np.float32)
+    with Image.open(out / "out.png") as im:
+        assert np.array_equal(np.asarray(im), m.generate(tags, z=z)[0])
+
+
+def test_stargan_card_without_evaluation(tmp_path):
+    from export.model_card import read_card
+
+    run = make_run(tmp_path / "run", [*KINDS["stargan"][0], f"data.path={tmp_path / 'gone'}"],
+                   DOMAINS)
+    res = export_run(run, tmp_path, name="stargan", batches=(1, 2))
+    front, body = read_card(res.card)
+    assert front["pipeline_tag"] == "image-to-image" and "evaluation" not in front
+    assert front["step"] == 12 and front["training"] == {"steps": 12}  # no world.json
+    assert "Not evaluated" in body and "licence is not known" in body
+    assert front["dataset"]["format"].startswith("unknown")
+    assert "round((W - side) / 2)" in body and "`running`" in body
+    m = load_model(res.path)
+    face = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(face).save(tmp_path / "face.png")
+    done = subprocess.run([sys.executable, "-c", card_example(body)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with Image.open(tmp_path / "out.png") as im:
+        ours = m.translate(face, [m.meta.domains[1]]).astype(int)
+        assert np.abs(np.asarray(im).astype(int) - ours).max() <= 1
