@@ -60,6 +60,8 @@ def machine_info() -> dict[str, Any]:
         if torch.cuda.is_available() else [],
         "load_average": round(os.getloadavg()[0], 2),
     }
+    if info["gpus"]:
+        info["gpu"] = gpu_info()
     with contextlib.suppress(ImportError):
         import onnxruntime
 
@@ -71,10 +73,27 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def gpu_info(index: int = 0) -> dict[str, Any]:
+    """CUDA device ``index``: name, memory, compute capability, bf16, CUDA/cuDNN versions,
+    and whether fp32 matmuls and convolutions may use TF32 (they decide what "fp32" means)."""
+    p = torch.cuda.get_device_properties(index)
+    return {"name": p.name, "memory_gib": round(p.total_memory / 2**30, 1),
+            "capability": f"{p.major}.{p.minor}", "multiprocessors": p.multi_processor_count,
+            "bf16": torch.cuda.is_bf16_supported(), "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+            "tf32_conv": torch.backends.cudnn.allow_tf32}
+
+
 def machine_line(m: dict[str, Any]) -> str:
     """One Markdown line describing ``machine_info()``."""
     flags = ", ".join(m["cpu_flags"]) or "none of " + ", ".join(FLAGS[:4])
     gpus = f"; GPUs: {', '.join(m['gpus'])}" if m["gpus"] else "; no GPU"
+    if "gpu" in m:
+        g = m["gpu"]
+        gpus += (f" ({g['memory_gib']} GiB, compute {g['capability']}, CUDA {g['cuda']}, "
+                 f"cuDNN {g['cudnn']}, TF32 matmul {'on' if g['tf32_matmul'] else 'off'}, "
+                 f"TF32 conv {'on' if g['tf32_conv'] else 'off'})")
     libs = ", ".join(f"{k} {m[k]}" for k in ("torch", "onnxruntime", "accelerate") if k in m)
     load = f"load average {m['load_average']} at start"
     if "load_average_end" in m:
@@ -95,26 +114,38 @@ def finish_machine(m: dict[str, Any]) -> dict[str, Any]:
 
 
 def matmul_peak_gflops(dtype: torch.dtype, max_n: int = 2048, repeats: int = 3,
-                       min_seconds: float = 0.05) -> tuple[float, int]:
-    """Best GFLOP/s of a square torch.mm in ``dtype`` (2 n^3 FLOPs), and n.
+                       min_seconds: float = 0.05, device: str | torch.device = "cpu"
+                       ) -> tuple[float, int]:
+    """Best GFLOP/s of a square torch.mm in ``dtype`` on ``device`` (2 n^3 FLOPs), and n.
 
     n doubles from 256 until one product takes ``min_seconds`` or reaches ``max_n``, so
-    that a slow dtype (bf16 without native support) does not take minutes.
+    that a slow dtype (bf16 without native support) does not take minutes. On CUDA each
+    timing is of ``inner`` back-to-back products between two synchronisations, so that
+    the launch and the synchronisation are not what is measured.
     """
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    inner = 10 if device.type == "cuda" else 1
+
+    def timed(a: torch.Tensor, b: torch.Tensor) -> float:
+        sync()
+        t = time.perf_counter()
+        for _ in range(inner):
+            torch.mm(a, b)
+        sync()
+        return (time.perf_counter() - t) / inner
+
     n = min(256, max_n)
     while True:
-        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-        torch.mm(a, b)  # warm-up: kernel selection, page faults
-        t = time.perf_counter()
-        torch.mm(a, b)
-        best = time.perf_counter() - t
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
+        timed(a, b)  # warm-up: kernel selection, page faults
+        best = timed(a, b)
         if best >= min_seconds or n >= max_n:
             break
         n *= 2
     for _ in range(repeats - 1):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
+        best = min(best, timed(a, b))
     return 2 * n**3 / best / 1e9, n
 
 
@@ -202,6 +233,12 @@ class StepClock:
     ``max_seconds`` have been timed (and at least ``min_steps``). Several processes
     must stop at the same iteration (the loop's stop check is a collective), so they
     count iterations only.
+
+    On a CUDA device the clock waits for the device (``torch.cuda.synchronize``) at the
+    first timed iteration and at the last, so the timed span is the device's work, not
+    the host's kernel launches running ahead of it; iterations in between are not
+    synchronised, so host and device still overlap as in training (per-iteration times
+    are then host-side, their sum is right).
     """
 
     def __init__(self, warmup: int, steps: int, max_seconds: float = math.inf,
@@ -215,20 +252,26 @@ class StepClock:
         self.done = False
         self._counter: Any = None
         self.info: dict[str, Any] = {}
+        self.sync: Any = None  # called before the first and the last timed reading
 
     def start(self, batch_size: int, world_size: int = 1, distributed_type: str = "NO",
-              mixed_precision: str = "no") -> None:
-        """What one iteration is: images per process, processes, precision."""
+              mixed_precision: str = "no", device: str | torch.device = "cpu") -> None:
+        """What one iteration is: images per process, processes, precision, device."""
         self.info = {"batch_size": batch_size, "world_size": world_size,
-                     "distributed_type": distributed_type, "mixed_precision": mixed_precision}
+                     "distributed_type": distributed_type, "mixed_precision": mixed_precision,
+                     "device": str(device)}
+        if torch.device(device).type == "cuda":
+            self.sync = torch.cuda.synchronize
 
     def tick(self) -> bool:
         """Call at the top of every iteration; True once the timed iterations are done."""
-        now = time.perf_counter()
         if self.done:
             return True
+        i = len(self.stamps)  # the iteration about to run
+        if self.sync is not None and i == self.warmup:
+            self.sync()
+        now = time.perf_counter()
         self.stamps.append(now)
-        i = len(self.stamps) - 1  # the iteration about to run
         if self.count_flops and i == self.warmup - 1:
             from torch.utils.flop_counter import FlopCounterMode
 
@@ -243,6 +286,9 @@ class StepClock:
         single = self.info.get("world_size", 1) == 1
         self.done = timed >= self.steps or (single and timed >= self.min_steps and
                                             now - self.stamps[self.warmup] > self.max_seconds)
+        if self.done and self.sync is not None:
+            self.sync()
+            self.stamps[-1] = time.perf_counter()
         return self.done
 
     def result(self) -> TrainTiming:
@@ -320,7 +366,7 @@ def time_training(preset: str, overrides: Sequence[str], run_dir: Path, *, warmu
         if not clock.stamps:
             acc = self.acc
             clock.start(self.cfg.batch_size, acc.num_processes, str(acc.distributed_type),
-                        str(acc.mixed_precision))
+                        str(acc.mixed_precision), acc.device)
         if not clock.done and clock.tick():
             self.stop.signum = signal.SIGUSR1  # as a preemption: checkpoint, leave after this step
         original(self)

@@ -4,6 +4,7 @@ dcgan/main.py, for the DCGAN and the cGAN presets, and what each speed lever is 
     python -m benchmarks.train_throughput                    # batch 64, 64 px, 3 repeats
     python -m benchmarks.train_throughput --levers channels_last,cache+fused --repeats 5
     python -m benchmarks.train_throughput --tiny --json out.json   # seconds; CI
+    python -m benchmarks.train_throughput --device cuda --batch 512 --levers bf16,compile+bf16
 
 Loops (both include data loading; the clock runs from the top of one iteration to the next):
   reference  main.py's loop: fp32, NCHW, DataLoader(shuffle, --ref-workers) decoding every
@@ -27,7 +28,11 @@ variant, and a project variant where the project has a switch for it:
   compile        torch.compile on G and D   project: Accelerate's dynamo backend "inductor"
 Variants run interleaved (repeat 1 of every variant, then repeat 2, ...); each figure is the
 median of --repeats. FLOPs per step: torch.utils.flop_counter over one warm-up step; peak:
-the best torch.mm of 2048^3 in fp32 and in bf16 on this machine.
+the best torch.mm of 2048^3 (CPU) or 8192^3 (CUDA) in fp32 and in bf16 on the device.
+--device cuda runs both loops on the GPU (the reference moves each batch there as main.py
+does; the project's device is Accelerate's); the clock synchronises with the GPU at the
+first and the last timed step. "fp32" on a GPU lets convolutions use TF32 (torch's default,
+recorded in the machine line).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from torch import nn
 from benchmarks.common import (
     StepClock,
     TrainTiming,
+    env_vars,
     finish_machine,
     fmt,
     machine_info,
@@ -68,6 +74,7 @@ WIN = 1.05  # a lever "wins" when its median beats its baseline's by more than 5
 GOAL_VS_REFERENCE = 2.5  # DCGAN: project img/s / reference img/s
 GOAL_CGAN_VS_DCGAN = 0.85  # cGAN project img/s / DCGAN project img/s
 TINY_OVERRIDES = ["model.g_ch=8", "model.d_ch=8", "model.d_hidden=32"]
+CPU = torch.device("cpu")
 
 
 # -- the reference: pytorch/examples dcgan/main.py ----------------------------------------
@@ -132,11 +139,13 @@ def weights_init(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
-def reference_batches(cfg: Any, levers: frozenset[str], workers: int) -> Iterator[tuple]:
-    """(image float [B, 3, S, S] in [-1, 1], labels [B, K]) forever.
+def reference_batches(cfg: Any, levers: frozenset[str], workers: int,
+                      device: torch.device = CPU) -> Iterator[tuple]:
+    """(image float [B, 3, S, S] in [-1, 1], labels [B, K]) on ``device``, forever.
 
-    main.py's pipeline (a new DataLoader iterator, and new workers, every epoch), or with
-    the ``cache`` lever the project's: uint8 cache, whole-batch fetch, flip on uint8.
+    main.py's pipeline (a new DataLoader iterator, and new workers, every epoch; each batch
+    then moved to the device), or with the ``cache`` lever the project's: uint8 cache,
+    whole-batch fetch, the uint8 batch moved to the device and flipped there.
     """
     from torch.utils.data import DataLoader
 
@@ -150,18 +159,20 @@ def reference_batches(cfg: Any, levers: frozenset[str], workers: int) -> Iterato
                                                                      cfg.seed),
                             collate_fn=lambda x: x)
         for images, labels in loader:  # StepBatches never ends
-            yield to_model_input(images, flip=True), labels
+            yield to_model_input(images.to(device), flip=True), labels.to(device)
         return
     pil = PILImages(Path(cfg.data.path), cfg.data.size)
     loader = DataLoader(pil, batch_size=cfg.batch_size, shuffle=True, num_workers=workers,
                         drop_last=True)
     while True:
-        yield from loader
+        for images, labels in loader:
+            yield images.to(device), labels.to(device)
 
 
-def reference_step(cfg: Any, levers: frozenset[str],
-                   group_sizes: list[int]) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """One main.py iteration, as a function of (real images, labels)."""
+def reference_step(cfg: Any, levers: frozenset[str], group_sizes: list[int],
+                   device: torch.device = CPU
+                   ) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """One main.py iteration on ``device``, as a function of (real images, labels)."""
     from trainer.losses import ADVERSARIAL, wrong_tags
     from trainer.models import build_discriminator, build_generator
 
@@ -176,6 +187,8 @@ def reference_step(cfg: Any, levers: frozenset[str],
         netG, netD = RefGenerator(nz, mc.g_ch), RefDiscriminator(mc.d_ch)
         netG.apply(weights_init)
         netD.apply(weights_init)
+    netG.to(device)
+    netD.to(device)
     if "channels_last" in levers:
         netG.to(memory_format=torch.channels_last)
         netD.to(memory_format=torch.channels_last)
@@ -187,7 +200,7 @@ def reference_step(cfg: Any, levers: frozenset[str],
                             betas=tuple(cfg.d_optim.betas), **kw)
     G = torch.compile(netG) if "compile" in levers else netG
     D = torch.compile(netD) if "compile" in levers else netD
-    cast = (lambda: torch.autocast("cpu", torch.bfloat16)) if "bf16" in levers else (
+    cast = (lambda: torch.autocast(device.type, torch.bfloat16)) if "bf16" in levers else (
         contextlib.nullcontext)
     sync = "nosync" not in levers
     criterion = nn.BCELoss()
@@ -205,27 +218,29 @@ def reference_step(cfg: Any, levers: frozenset[str],
         with cast():
             out_real = D(real, tags).score if conditional else D(real)
             err_real = adv.d_real(out_real) if conditional else criterion(
-                out_real, torch.ones(b))
+                out_real, torch.ones(b, device=device))
         err_real.backward()
-        err_wrong = torch.zeros(())
+        err_wrong = torch.zeros((), device=device)
         if w > 0:
             with cast():
                 out_wrong = D(real, wrong_tags(labels, group_sizes).to(real.dtype)).score
                 err_wrong = w / (1 + w) * adv.d_fake(out_wrong)
             err_wrong.backward()
-        noise = torch.randn(b, nz) if conditional else torch.randn(b, nz, 1, 1)
+        noise = torch.randn(b, nz, device=device) if conditional else torch.randn(
+            b, nz, 1, 1, device=device)
         with cast():
             fake = G(noise, tags) if conditional else G(noise)
             out_fake = D(fake.detach(), tags).score if conditional else D(fake.detach())
             err_fake = (adv.d_fake(out_fake) / (1 + w) if conditional
-                        else criterion(out_fake, torch.zeros(b)))
+                        else criterion(out_fake, torch.zeros(b, device=device)))
         err_fake.backward()
         optD.step()
         # (2) Update G network
         G.zero_grad()
         with cast():
             out = D(fake, tags).score if conditional else D(fake)
-            err_g = adv.g_loss(out) if conditional else criterion(out, torch.ones(b))
+            err_g = adv.g_loss(out) if conditional else criterion(out, torch.ones(b,
+                                                                                  device=device))
         err_g.backward()
         optG.step()
         if sync:
@@ -239,15 +254,17 @@ def reference_step(cfg: Any, levers: frozenset[str],
 
 
 def time_reference(cfg: Any, levers: frozenset[str], *, warmup: int, steps: int,
-                   max_seconds: float, workers: int, count_flops: bool) -> TrainTiming:
-    """Steady-state img/s of the reference loop with ``levers``."""
+                   max_seconds: float, workers: int, count_flops: bool,
+                   device: torch.device = CPU) -> TrainTiming:
+    """Steady-state img/s of the reference loop with ``levers`` on ``device``."""
     from trainer.data import read_listing
 
     vocab = read_listing(Path(cfg.data.path)).vocab if cfg.model.cond != "none" else None
-    step = reference_step(cfg, levers, list(vocab.group_sizes) if vocab else [])
+    step = reference_step(cfg, levers, list(vocab.group_sizes) if vocab else [], device)
     clock = StepClock(warmup, steps, max_seconds, count_flops=count_flops)
-    clock.start(cfg.batch_size, mixed_precision="bf16" if "bf16" in levers else "no")
-    batches = reference_batches(cfg, levers, workers)
+    clock.start(cfg.batch_size, mixed_precision="bf16" if "bf16" in levers else "no",
+                device=device)
+    batches = reference_batches(cfg, levers, workers, device)
     while not clock.tick():
         real, labels = next(batches)
         step(real, labels)
@@ -322,13 +339,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ref-workers", type=int, default=2,
                    help="DataLoader workers of the reference (main.py's default: 2)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where both loops run (auto: CUDA when a device is visible)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides for every run, e.g. model.g_ch=32")
     p.add_argument("--json", metavar="OUT", help="write the results as JSON")
     p.add_argument("--tiny", action="store_true",
-                   help="48 fresh avatars, batch 4, narrow nets, 1+2 steps, 1 repeat, 1 thread, "
-                        "no compile: a smoke test in seconds")
+                   help="48 fresh avatars (or --data), batch 4, narrow nets, 1+2 steps, 1 repeat, "
+                        "1 thread, no compile: a smoke test in seconds")
     args = p.parse_args(argv)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is visible to torch here")
     if args.tiny:
         args.batch, args.warmup, args.steps, args.repeats, args.ref_workers = 4, 1, 2, 1, 0
         args.threads = args.threads or 1  # no OpenMP spinning against a busy machine
@@ -350,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         base = [*args.set, f"batch_size={args.batch}"]
         if args.tiny:
-            data = tiny_avatars(tmp / "avatars", 48, 64)
+            data = Path(args.data) if args.data else tiny_avatars(tmp / "avatars", 48, 64)
             base += [f"data.path={data}", f"data.cache_dir={tmp / 'cache'}"]
         elif args.data:
             base.append(f"data.path={args.data}")
@@ -361,25 +384,28 @@ def main(argv: list[str] | None = None) -> int:
         for cfg in cfgs.values():  # build or open the cache outside any timing
             load_configured_dataset(cfg.data)
         machine = machine_info()
-        n, reps = (128, 1) if args.tiny else (2048, 3)
-        peaks = {k: matmul_peak_gflops(dt, n, reps)
+        n, reps = (128, 1) if args.tiny else (8192 if args.device == "cuda" else 2048, 3)
+        peaks = {k: matmul_peak_gflops(dt, n, reps, device=args.device)
                  for k, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
         peak = {k: v[0] for k, v in peaks.items()}
         peak_n = {k: v[1] for k, v in peaks.items()}
         vs = variants(parse_levers(args.levers))
         runs: dict[tuple[str, Variant], list[TrainTiming]] = {}
         flops: dict[tuple[str, str], float] = {}
-        for r in range(args.repeats):
-            for preset, cfg in cfgs.items():
-                for v in vs:
-                    count = (preset, v.loop) not in flops and "compile" not in v.levers
-                    t = measure(preset, cfg, v, base, tmp / "runs" / f"{preset}-{r}", args, count)
-                    if count and math.isfinite(t.flops_per_step):
-                        flops[(preset, v.loop)] = t.flops_per_step
-                    runs.setdefault((preset, v), []).append(t)
-                    print(f"  [{r + 1}/{args.repeats}] {preset:<14} "
-                          f"{v.name(cfg.channels_last):<40} {t.img_per_s:8.1f} img/s "
-                          f"({t.steps} steps)", flush=True)
+        # The project's device is Accelerate's: keep it off a visible GPU for --device cpu.
+        with env_vars(ACCELERATE_USE_CPU="1" if args.device == "cpu" else None):
+            for r in range(args.repeats):
+                for preset, cfg in cfgs.items():
+                    for v in vs:
+                        count = (preset, v.loop) not in flops and "compile" not in v.levers
+                        t = measure(preset, cfg, v, base, tmp / "runs" / f"{preset}-{r}", args,
+                                    count)
+                        if count and math.isfinite(t.flops_per_step):
+                            flops[(preset, v.loop)] = t.flops_per_step
+                        runs.setdefault((preset, v), []).append(t)
+                        print(f"  [{r + 1}/{args.repeats}] {preset:<14} "
+                              f"{v.name(cfg.channels_last):<40} {t.img_per_s:8.1f} img/s "
+                              f"({t.steps} steps)", flush=True)
         finish_machine(machine)
         report = build_report(args, machine, peak, cfgs, vs, runs, flops)
         report["peak_matmul_n"] = peak_n
@@ -400,7 +426,7 @@ def measure(preset: str, cfg: Any, v: Variant, base: list[str], run_dir: Path,
     if v.loop == "reference":
         return time_reference(cfg, v.levers, warmup=args.warmup, steps=args.steps,
                               max_seconds=args.max_seconds, workers=args.ref_workers,
-                              count_flops=count_flops)
+                              count_flops=count_flops, device=torch.device(args.device))
     try:
         return time_training(preset, project_overrides(cfg, v, base), run_dir,
                              warmup=args.warmup, steps=args.steps, max_seconds=args.max_seconds,
@@ -467,6 +493,7 @@ def build_report(args: argparse.Namespace, machine: dict, peak: dict[str, float]
                          "steps": args.steps, "max_seconds": args.max_seconds,
                          "repeats": args.repeats, "ref_workers": args.ref_workers,
                          "levers": args.levers, "overrides": args.set, "tiny": args.tiny,
+                         "device": args.device,
                          "image_size": {p: c.data.size for p, c in cfgs.items()}},
             "peak_gflops": peak, "results": rows, "levers": levers, "goals": goals}
 
@@ -477,7 +504,7 @@ def render(report: dict[str, Any]) -> str:
     lines = [machine_line(report["machine"]),
              f"Matmul peak (torch.mm, n^3 with n = {report['peak_matmul_n']['fp32']} / "
              f"{report['peak_matmul_n']['bf16']}): {fmt(peak['fp32'])} GFLOP/s fp32, "
-             f"{fmt(peak['bf16'])} GFLOP/s bf16. Batch {s['batch']}, median of {s['repeats']} interleaved runs of "
+             f"{fmt(peak['bf16'])} GFLOP/s bf16 on {s.get('device', 'cpu')}. Batch {s['batch']}, median of {s['repeats']} interleaved runs of "
              f"{s['steps']} timed steps after {s['warmup']} warm-up; reference DataLoader "
              f"workers {s['ref_workers']}.", ""]
     header = ["model", "variant", "img/s", "range", "x reference", "x project", "GFLOP/step",

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import time
 import warnings
@@ -303,6 +304,11 @@ def export_generator(model: nn.Module, cfg: TrainConfig, vocab: Vocab | Domains 
     model = model.eval()
     rng = np.random.default_rng(seed)
     example = tuple(torch.from_numpy(v) for v in random_inputs(sig, 2, rng).values())
+    with torch.no_grad():
+        probe = _wrap(model, sig)(*example)
+    if not torch.isfinite(probe).all():
+        raise ExportError(f"the generator's output holds {int((~torch.isfinite(probe)).sum())} "
+                          f"NaN/inf values on random inputs; not exporting a broken model")
     if sig.kind == "stargan":
         used = norm_stats_in_use(model, example)
         if used != cfg.model.norm_stats:
@@ -339,7 +345,7 @@ def export_generator(model: nn.Module, cfg: TrainConfig, vocab: Vocab | Domains 
         opset_used = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
         diffs = check_parity(model, tmp, sig, batches, seed + 1)
         tol = FP16_TOL if fp16 else FP32_TOL
-        if max(diffs.values()) > tol:
+        if not all(math.isfinite(d) and d <= tol for d in diffs.values()):  # NaN fails too
             raise ParityError("ONNX Runtime differs from PyTorch: " + ", ".join(
                 f"batch {b} max abs diff {d:.2e}" for b, d in diffs.items())
                 + f" > {tol:.0e}; no file written")
@@ -378,6 +384,9 @@ def export_run(run: str | Path, out_dir: str | Path, *, name: str | None = None,
                fp16: bool = False, batches: Sequence[int] = (1, 8), seed: int = 0) -> ExportResult:
     """Export the EMA generator of a run folder to ``out_dir/<name or run name>.onnx``."""
     run = Path(run)
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ExportError(f"--out {out_dir}: an existing file; expected a folder (the model "
+                          f"is written as OUT/NAME.onnx)")
     try:
         cfg, vocab = load_run(run)
         signature(cfg, vocab)  # a run of the wrong shape fails before loading weights

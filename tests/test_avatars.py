@@ -211,7 +211,7 @@ def test_cli_info(avatar_dir: Path, capsys):
     res = subprocess.run([sys.executable, "-m", "trainer.data", "info", str(avatar_dir)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    assert "format avatars, 96 images, 22 label columns" in res.stdout
+    assert "format avatars, 96 images that decode, 22 label columns" in res.stdout
     assert "hair (12): orange" in res.stdout and "eyes (10): black" in res.stdout
     assert main(["info", str(avatar_dir), "--attrs", "Blond_Hair", "Eyeglasses"]) == 0
     assert "domains (2): Blond_Hair" in capsys.readouterr().out

@@ -9,11 +9,12 @@ The resolved config is written to the run folder as config.yaml.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 PRESET_DIR = Path(__file__).parent / "configs"
@@ -164,6 +165,9 @@ def _override_layer(base: DictConfig, overrides: list[str]) -> DictConfig:
     for o in overrides:
         key, value = o.split("=", 1)
         default = OmegaConf.select(base, key.strip(), default=None)
+        if isinstance(default, ListConfig) and not value.strip().startswith("["):
+            raise ConfigError(f"override {o!r}: {key.strip()} is a list; write "
+                              f"{key.strip()}=[{value}] (several: [a,b])")
         if isinstance(default, str):
             OmegaConf.update(layer, key.strip(), value, force_add=True)
         else:
@@ -211,6 +215,9 @@ def validate(cfg: TrainConfig) -> None:
     for key in POSITIVE:
         if not _get(cfg, key) > 0:
             raise ConfigError(f"{key}={_get(cfg, key)!r}: must be > 0")
+    for key in ("g_optim.lr", "d_optim.lr", "ema", "minutes"):
+        if not math.isfinite(_get(cfg, key)):
+            raise ConfigError(f"{key}={_get(cfg, key)!r}: expected a finite number")
     if cfg.data.size not in (32, 64, 128, 256):
         raise ConfigError(f"data.size={cfg.data.size}: expected 32, 64, 128 or 256")
     if cfg.recipe == "stargan" and cfg.model.arch != "stargan":

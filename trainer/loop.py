@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from trainer import __version__
+from trainer.checkpoints import nonfinite_report, resumable_checkpoint, write_meta
 from trainer.config import TrainConfig, config_sha256, to_yaml
 from trainer.data.transforms import to_model_input
 from trainer.data.vocab import save_vocab
@@ -43,9 +44,10 @@ from trainer.recipes.base import Batch, Phase, Recipe
 from trainer.runs import (
     EMA_FILE,
     META_FILE,
+    RunError,
     checkpoint_name,
     latest_checkpoint,
-    read_meta,
+    truncate_metrics,
     write_text_atomic,
 )
 from trainer.viz import plot_losses, progress_strip, save_grid
@@ -54,7 +56,7 @@ STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
 
 class NonFiniteLoss(RuntimeError):
-    """A loss became NaN or inf; the run stops and keeps its last good checkpoint."""
+    """A loss or a weight became NaN or inf; the run stops and keeps its last good checkpoint."""
 
 
 class StepBatches(torch.utils.data.Sampler[list[int]]):
@@ -145,6 +147,7 @@ class Trainer:
         self.device = accelerator.device
         self.state = LoopState()
         self.stop = StopFlag()
+        self.stop_reason = ""  # after run(): "", "signal" or "time budget"
         self.tb = None
         main = accelerator.is_main_process
 
@@ -208,11 +211,15 @@ class Trainer:
         """accelerate save_state into a temporary folder, then rename and point to it.
 
         A crash at any moment leaves ``checkpoints/latest`` naming a complete folder.
+        Nothing is written unless every weight, buffer and optimizer state (EMA
+        included) is finite, on every process: NonFiniteLoss instead, naming the
+        newest checkpoint, which therefore is always finite.
         """
         acc = self.acc
         ckpts = self.run_dir / "checkpoints"
         final = ckpts / checkpoint_name(self.state.step)
         tmp = ckpts / f".tmp-{final.name}"
+        self._check_finite_state()
         acc.wait_for_everyone()
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -227,7 +234,7 @@ class Trainer:
                     "elapsed": self.state.elapsed, "starts": self.state.starts,
                     "world_size": acc.num_processes, "config_sha256": config_sha256(self.cfg),
                     "tagface_version": __version__, "history": self.state.history}
-            (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+            write_meta(tmp, meta)  # last: lists every file with its size
             if final.exists():  # same step saved twice (e.g. signal right after a save)
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -242,20 +249,54 @@ class Trainer:
             if old != keep:
                 shutil.rmtree(old, ignore_errors=True)
 
-    def _resume(self) -> None:
+    def _check_finite_state(self) -> None:
+        acc = self.acc
+        models = {n: acc.unwrap_model(m) for n, m in self.recipe.models.items()}
+        problems = nonfinite_report({**models, f"{self.recipe.ema_of} EMA": self.ema},
+                                    self.recipe.optimizers)
+        flag = torch.tensor(float(bool(problems)), device=self.device)
+        if acc.num_processes > 1:
+            flag = acc.reduce(flag, reduction="sum")
+        if not float(flag):
+            return
         ckpt = latest_checkpoint(self.run_dir)
+        keep = (f"the newest checkpoint, {ckpt}, passed this check" if ckpt
+                else "no checkpoint was written")
+        what = "; ".join(problems) or "another process holds non-finite values"
+        raise NonFiniteLoss(f"non-finite weights at step {self.state.step} ({what}); no "
+                            f"checkpoint written, stopping ({keep}). Lower the learning rate, "
+                            f"use mixed_precision=no or bf16, or add loss.gp / "
+                            f"model.spectral_norm.")
+
+    def _resume(self) -> None:
+        """Load the newest checkpoint that verifies; warn about each broken newer one.
+
+        Every file is read before anything is restored, so a resume is all or nothing.
+        """
+        ckpt, broken = resumable_checkpoint(self.run_dir, self.acc.num_processes)
+        for problem in broken:
+            self.acc.print(f"warning: skipping a broken checkpoint: {problem}")
         if ckpt is None:
             return
-        meta = read_meta(ckpt)
+        meta = json.loads((ckpt / META_FILE).read_text())
         if meta.get("world_size", self.acc.num_processes) != self.acc.num_processes:
             self.acc.print(f"note: {ckpt} was written by {meta['world_size']} processes, "
                            f"resuming with {self.acc.num_processes}: the data order changes")
-        self.acc.load_state(str(ckpt))  # weights_only loads; weights are safetensors
-        ema = load_file(str(ckpt / EMA_FILE), device="cpu")  # load_state_dict copies to the device
-        self.ema.load_state_dict(ema)
+        try:
+            self.acc.load_state(str(ckpt))  # weights_only loads; weights are safetensors
+            ema = load_file(str(ckpt / EMA_FILE), device="cpu")  # copied to the device below
+            self.ema.load_state_dict(ema)
+        except (RuntimeError, KeyError, ValueError) as e:  # shapes of another config
+            raise RunError(f"{ckpt}: does not fit this run's models and optimizers "
+                           f"({str(e).strip().splitlines()[-1]})") from None
         self.state = LoopState(step=meta["step"], consumed=meta["consumed"],
                                elapsed=meta["elapsed"], starts=meta["starts"],
                                history=list(meta.get("history", [])))
+        if self.acc.is_main_process:
+            dropped = truncate_metrics(self.run_dir / "metrics.jsonl", self.state.step)
+            if dropped:
+                self.acc.print(f"metrics.jsonl: dropped {dropped} row(s) logged after step "
+                               f"{self.state.step}")
         self.acc.print(f"resumed from {ckpt} at step {self.state.step}")
 
     # -- the loop ------------------------------------------------------------
@@ -319,7 +360,9 @@ class Trainer:
         if main:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=st.step or None)
+            # Hide events logged after the checkpoint (the step itself was logged before it).
+            self.tb = SummaryWriter(str(self.run_dir / "tb"),
+                                    purge_step=st.step + 1 if st.step else None)
         st.starts += 1
         bar = None
         if main:
@@ -390,11 +433,13 @@ class Trainer:
                 bar.close()
             self.stop.restore()
         self._check_replicas()
+        self.stop_reason = stop_reason
         if stop_reason == "signal":
             if main:
                 write_text_atomic(self.run_dir / "preempted", f"{st.step}\n")
-            acc.print(f"stopped by a signal at step {st.step}; checkpoint saved, "
-                      f"continue with --resume auto")
+            acc.print(f"stopped by a signal at step {st.step} of {cfg.steps}, not done; "
+                      f"checkpoint saved. Continue with: python -m trainer.train --run-dir "
+                      f"{self.run_dir} --resume auto")
         else:
             if stop_reason:
                 acc.print(f"time budget of {cfg.minutes} min reached at step {st.step}; "
@@ -461,7 +506,8 @@ class Trainer:
         bad = [k for k, v in sums.items() if k.endswith("/loss") and not torch.isfinite(v)]
         what = ", ".join(bad) or "a loss"
         ckpt = latest_checkpoint(self.run_dir)
-        keep = f"the last good checkpoint is {ckpt}" if ckpt else "no checkpoint was written"
+        keep = (f"the last good checkpoint is {ckpt}, with finite weights" if ckpt
+                else "no checkpoint was written")
         raise NonFiniteLoss(f"{what} became NaN or inf at step {step}; stopping ({keep}). "
                             f"Lower the learning rate, use mixed_precision=no or bf16, or add "
                             f"loss.gp / model.spectral_norm.")

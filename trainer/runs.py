@@ -52,14 +52,50 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     pointer = ckpts / "latest"
     if not pointer.is_file():
         return None
-    path = ckpts / pointer.read_text().strip()
+    name = pointer.read_text().strip()
+    if not name or "/" in name or not name.startswith(CKPT_PREFIX):
+        raise RunError(f"{pointer}: expected the name of a checkpoint folder "
+                       f"({CKPT_PREFIX}N), got {name!r}")
+    path = ckpts / name
     if not (path / META_FILE).is_file():
         raise RunError(f"{pointer} names {path.name}, which is missing or incomplete")
     return path
 
 
 def read_meta(checkpoint: Path) -> dict:
-    return json.loads((checkpoint / META_FILE).read_text())
+    """meta.json of a checkpoint; RunError naming the file if it is unreadable."""
+    path = checkpoint / META_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunError(f"{path}: unreadable checkpoint metadata ({e})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("step"), int):
+        raise RunError(f"{path}: expected a JSON object with an integer 'step'")
+    return meta
+
+
+def truncate_metrics(path: Path, step: int) -> int:
+    """Drop the rows of metrics.jsonl logged after ``step`` (atomically); return how many.
+
+    A resume goes back to its checkpoint's step and logs the later steps again:
+    without this every crash would leave those steps twice in the file.
+    """
+    if not path.is_file():
+        return 0
+    keep, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            row_step = json.loads(line).get("step", 0)
+        except (json.JSONDecodeError, AttributeError):
+            dropped += 1  # a half-written last line from a kill
+            continue
+        if isinstance(row_step, int | float) and row_step > step:
+            dropped += 1
+        else:
+            keep.append(line)
+    if dropped:
+        write_text_atomic(path, "".join(f"{x}\n" for x in keep))
+    return dropped
 
 
 @dataclass
@@ -83,6 +119,8 @@ def load_run(run_dir: str | Path) -> tuple[TrainConfig, Vocab | Domains | None]:
 
 def load_generator(run_dir: str | Path, checkpoint: str | Path | None = None) -> LoadedGenerator:
     """Rebuild the EMA generator of a run from its safetensors weights (no pickle)."""
+    import torch
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from trainer.models import build_generator
@@ -99,7 +137,16 @@ def load_generator(run_dir: str | Path, checkpoint: str | Path | None = None) ->
     n_cond = 0 if vocab is None else (
         vocab.n_domains if isinstance(vocab, Domains) else vocab.n_tags)
     model = build_generator(cfg, n_cond)
-    state = load_file(str(weights))
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as e:
+        raise RunError(f"{weights}: unreadable safetensors file "
+                       f"({str(e).splitlines()[0]})") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise RunError(f"{weights}: non-finite weights (NaN or inf) in {len(bad)} tensors, "
+                       f"first {bad[0]}; export or evaluate an earlier checkpoint "
+                       f"(--checkpoint)")
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # a tensor of the wrong shape

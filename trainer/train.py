@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from trainer.config import ConfigError, TrainConfig, list_presets, load_config, to_yaml
 from trainer.data.vocab import Domains, VocabError
-from trainer.runs import RunError, latest_checkpoint
+from trainer.runs import RunError
 
 # Keys that may differ between a run's saved config and a resumed invocation.
 RESUMABLE_CHANGES = {"steps", "minutes", "log_every", "sample_every", "ckpt_every", "keep_ckpts",
@@ -67,12 +67,20 @@ def resolve(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     run_dir = run_dir or Path("runs") / cfg.name
     if args.dry_run:
         return cfg, run_dir
-    ckpt = latest_checkpoint(run_dir) if run_dir.is_dir() else None
+    from trainer.checkpoints import candidates  # after --dry-run: imports torch
+
+    ckpts = candidates(run_dir)
+    ckpt = ckpts[0] if ckpts else None
     if ckpt is not None and args.resume != "auto":
         raise RunError(f"{run_dir} already holds a run (newest checkpoint {ckpt.name}); pass "
                        f"--resume auto to continue it or choose another --run-dir")
     if ckpt is not None:
-        old = _flat(load_config(str(run_dir / "config.yaml")))
+        if not saved_config(run_dir).is_file():
+            raise RunError(f"{saved_config(run_dir)}: missing, so the checkpoints in "
+                           f"{run_dir / 'checkpoints'} cannot be checked against "
+                           f"--config {args.config or '(none)'}; restore the file or start "
+                           f"a new --run-dir")
+        old = _flat(load_config(str(saved_config(run_dir))))
         new = _flat(cfg)
         changed = [k for k in new if old.get(k) != new[k] and k not in RESUMABLE_CHANGES]
         if changed:
@@ -80,6 +88,34 @@ def resolve(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
                            + ", ".join(f"{k} {old.get(k)!r} -> {new[k]!r}" for k in changed)
                            + f". Only {', '.join(sorted(RESUMABLE_CHANGES))} may change.")
     return cfg, run_dir
+
+
+def saved_config(run_dir: Path) -> Path:
+    return run_dir / "config.yaml"
+
+
+def lock_run(acc, run_dir: Path):
+    """The run folder's lock, taken by the main process; every process learns the outcome.
+
+    Returns the lock (None on other processes); RunLocked names the holder.
+    """
+    from trainer.runlock import RunLock, RunLocked
+
+    lock, error = None, ""
+    if acc.is_main_process:
+        try:
+            lock = RunLock(run_dir).acquire()
+            if lock.note:
+                acc.print(f"note: {lock.note}")
+        except RunLocked as e:
+            error = str(e)
+    if acc.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        error = broadcast_object_list([error])[0]
+    if error:
+        raise RunLocked(error)
+    return lock
 
 
 def build_accelerator(cfg: TrainConfig):
@@ -112,10 +148,16 @@ def main(argv: list[str] | None = None) -> int:
 
     acc = build_accelerator(cfg)
     trainer = None
+    lock = None
     t0 = time.perf_counter()
     try:
+        lock = lock_run(acc, run_dir)
         with acc.local_main_process_first():
             dataset = load_configured_dataset(cfg.data)
+        if len(dataset) < cfg.batch_size:
+            raise ConfigError(f"batch_size={cfg.batch_size}: {cfg.data.path} has only "
+                              f"{len(dataset)} usable images, fewer than one batch; use "
+                              f"batch_size={len(dataset)} or less, or more images")
         vocab = dataset.vocab
         if cfg.recipe == "gan" and cfg.model.cond == "none":
             vocab = None  # unconditional: tags, if any, are ignored
@@ -133,10 +175,16 @@ def main(argv: list[str] | None = None) -> int:
         start = trainer.state.step
         step = trainer.run()
     except (ConfigError, RunError, VocabError, DataError, NonFiniteLoss) as e:
-        acc.print(f"error: {e}")
+        acc.print(f"error: {e}", file=sys.stderr)
         shutdown(acc, trainer)
         return 2 if not isinstance(e, NonFiniteLoss) else 3
+    finally:
+        if lock is not None:
+            lock.release()
     wall = time.perf_counter() - t0
+    if trainer.stop_reason == "signal":  # the loop said how to continue
+        shutdown(acc, trainer)
+        return 0
     acc.print(f"done: steps {start} -> {step} in {wall:.0f} s; run folder {run_dir}\n"
               f"next: python -m export --run {run_dir} --out models/   |   "
               f"python -m trainer.evaluate --run {run_dir}")

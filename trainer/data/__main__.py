@@ -42,9 +42,33 @@ def _counts(labels: np.ndarray, vocab: Vocab | Domains) -> list[str]:
     return lines
 
 
+def _unreadable(files: Sequence[Path]) -> list[Path]:
+    """The files that do not decode (missing, truncated, not an image), as training sees them."""
+    from trainer.data.cache import UNREADABLE
+    from trainer.data.transforms import load_image
+
+    bad = []
+    for f in files:
+        try:
+            load_image(f, 8)
+        except UNREADABLE:
+            bad.append(f)
+    return bad
+
+
 def _info(a: argparse.Namespace) -> None:
     listing = read_listing(a.dir, a.format, a.attrs, not a.mlds_loose)
-    print(f"{listing.root}: format {listing.format}, {len(listing.files)} images, "
+    if a.no_decode:
+        counted = f"{len(listing.files)} images listed (not decoded: --no-decode)"
+    else:
+        bad = _unreadable(listing.files)
+        counted = f"{len(listing.files) - len(bad)} images that decode"
+        if bad:
+            first = ", ".join(str(p.relative_to(listing.root)) if p.is_relative_to(listing.root)
+                              else str(p) for p in bad[:3])
+            counted += (f" ({len(bad)} of {len(listing.files)} listed could not be read and "
+                        f"would be skipped: {first}{', ...' if len(bad) > 3 else ''})")
+    print(f"{listing.root}: format {listing.format}, {counted}, "
           f"{listing.labels.shape[1]} label columns")
     for note in listing.notes:
         print(f"  {note}")
@@ -105,6 +129,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     s.add_argument("--format", choices=formats, default="auto")
     s.add_argument("--attrs", nargs="*", default=[], help="StarGAN attributes to select")
     s.add_argument("--mlds-loose", action="store_true", help="MLDS: most counted tag wins")
+    s.add_argument("--no-decode", action="store_true",
+                   help="count listed images without decoding them (fast on large folders)")
     s.set_defaults(run=_info)
 
     s = sub.add_parser("cache", help="decode a dataset into the uint8 cache now")

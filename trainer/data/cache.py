@@ -33,7 +33,7 @@ from tqdm import tqdm
 from trainer.data.formats import DataError, Listing
 from trainer.data.transforms import load_image
 
-CACHE_VERSION = 1  # bump when decoding changes pixels
+CACHE_VERSION = 2  # bump when decoding changes pixels (2: 16-bit greyscale scaled)
 CHUNK = 256  # images per worker task
 UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 

@@ -147,7 +147,8 @@ def _lines(path: Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        # utf-8-sig: a byte-order mark (Excel, Notepad) would otherwise join the first id
+        return path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
@@ -182,6 +183,7 @@ def read_tags_csv(path: Path, image_dir: Path, vocab: Vocab) -> tuple[list[Path]
     lines = _lines(path)
     stems = _stems(image_dir)
     files, idx = [], []
+    seen: dict[str, tuple[int, tuple[int, ...]]] = {}  # id -> (first line, tag indices)
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -189,10 +191,19 @@ def read_tags_csv(path: Path, image_dir: Path, vocab: Vocab) -> tuple[list[Path]
         if not sep or not ident.strip():
             raise DataError(f"{path}:{lineno}: expected 'id,<tags>', got {line!r}")
         try:
-            idx.append(vocab.indices(vocab.parse(text)))
+            row = tuple(vocab.indices(vocab.parse(text)))
         except VocabError as e:
             raise DataError(f"{path}:{lineno}: {e}") from None
-        files.append(_image_for(stems, image_dir, ident.strip()))
+        ident = ident.strip()
+        if ident in seen:
+            first, tags = seen[ident]
+            if tags != row:
+                raise DataError(f"{path}:{lineno}: id {ident!r} again, with other tags than on "
+                                f"line {first}; expected each id once")
+            continue  # the same line twice: one image, counted once
+        seen[ident] = (lineno, row)
+        idx.append(list(row))
+        files.append(_image_for(stems, image_dir, ident))
     labels = vocab.encode_indices(np.array(idx, dtype=np.int64).reshape(-1, len(vocab.groups)))
     return files, labels
 
@@ -219,10 +230,14 @@ def parse_mlds_tags(path: Path, lineno: int, text: str) -> dict[str, int]:
         if not sep or not tag.strip():
             raise DataError(f"{path}:{lineno}: expected 'tag:count', got {item!r}")
         try:
-            out[tag.strip()] = int(count)
+            n = int(count)
         except ValueError:
             raise DataError(f"{path}:{lineno}: count of {tag.strip()!r} is not an integer: "
                             f"{count!r}") from None
+        if n < 0:
+            raise DataError(f"{path}:{lineno}: count of {tag.strip()!r} is {n}; expected a "
+                            f"count >= 0")
+        out[tag.strip()] = n
     return out
 
 
@@ -403,7 +418,7 @@ def _cartoonset_csvs(root: Path) -> list[Path]:
 def parse_cartoonset_csv(path: Path) -> dict[str, tuple[int, int]]:
     """``"hair_color", 3, 10`` lines -> {name: (value, number of variants)}."""
     out = {}
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:
         for lineno, row in enumerate(csv.reader(f, skipinitialspace=True), 1):
             if not row:
                 continue
