@@ -15,13 +15,7 @@ MODELS=${MODELS:-models}
 COUNT=${COUNT:-6000}            # avatars to render
 CGAN_MINUTES=${CGAN_MINUTES:-7}  # CPU budget of each training
 STARGAN_MINUTES=${STARGAN_MINUTES:-5}
-# bf16 autocast is ~1.6x faster on CPUs with native bf16 (avx512_bf16 / amx) but
-# ~10x SLOWER on CPUs without it (PyTorch falls back to slow kernels): detect.
-if grep -qE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null || command -v nvidia-smi >/dev/null; then
-  PRECISION=${PRECISION:-bf16}
-else
-  PRECISION=${PRECISION:-no}
-fi
+PRECISION=${PRECISION:-auto}     # the trainer picks bf16 where it is native, else fp32
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-7860}
 START=$(date +%s)

@@ -58,7 +58,7 @@ MODULES=${MODULES:-}              # environment modules to load, e.g. "cuda/12.4
 SETUP=${SETUP:-}                  # shell code run before training, e.g. "conda activate gan"
 PROCS_PER_NODE=${PROCS_PER_NODE:-1}             # training processes per node without GPUs
 MAIN_PORT=${MAIN_PORT:-$((20000 + SLURM_JOB_ID % 20000))}  # rendezvous port on the first node
-MIXED_PRECISION=${MIXED_PRECISION:-no}          # launcher's no | fp16 | bf16 (config "auto")
+MIXED_PRECISION=${MIXED_PRECISION:-auto}        # auto (the trainer decides per machine) | no | fp16 | bf16
 ACCELERATE_ARGS=${ACCELERATE_ARGS:-}            # extra `accelerate launch` flags (word-split)
 MAX_RESTARTS=${MAX_RESTARTS:-50}                # stop requeueing after this many restarts
 # NCCL_SOCKET_IFNAME, NCCL_DEBUG, TAGFACE_CACHE, ... are passed through unchanged.
@@ -120,8 +120,14 @@ cpus_per_task=${SLURM_CPUS_PER_TASK:-1}
 threads=$((cpus_per_task / procs_per_node > 0 ? cpus_per_task / procs_per_node : 1))
 
 launch=(--num_processes "$num_processes" --num_machines "$nodes"
-        --num_cpu_threads_per_process "$threads" --mixed_precision "$MIXED_PRECISION"
-        --dynamo_backend no)
+        --num_cpu_threads_per_process "$threads" --dynamo_backend no)
+if [[ $MIXED_PRECISION == auto ]]; then
+    # The launcher's flag wins in the trainer, and its default is "no": decide here, on the
+    # head node's hardware, as the trainer's auto would (the reason goes to the log).
+    py=$(command -v python || command -v python3) || die "no python on PATH"
+    MIXED_PRECISION=$("$py" -m trainer.precision) || die "python -m trainer.precision failed"
+fi
+launch+=(--mixed_precision "$MIXED_PRECISION")
 if ((num_processes > 1)); then
     launch+=(--multi_gpu --main_process_ip "$MAIN_ADDR" --main_process_port "$MAIN_PORT")
 fi

@@ -102,7 +102,7 @@ class TrainConfig:
     lr_decay_start: int = 0  # linear lr decay to 0 from this step to the end (0 = off)
     ema: float = 0.999  # EMA decay of the G copy used for samples and export (warm-up (1+t)/(10+t))
     ema_start: int = 0  # copy G into EMA until this step
-    mixed_precision: str = "auto"  # auto (launcher decides) | no | fp16 | bf16
+    mixed_precision: str = "auto"  # auto (trainer.precision decides per machine) | no | fp16 | bf16
     channels_last: bool = True  # NHWC memory format (faster convs on CPU and tensor cores)
     seed: int = 0
     log_every: int = 50

@@ -121,8 +121,7 @@ def lock_run(acc, run_dir: Path):
 def build_accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
 
-    mp = None if cfg.mixed_precision == "auto" else cfg.mixed_precision
-    acc = Accelerator(mixed_precision=mp)
+    acc = Accelerator(mixed_precision=cfg.mixed_precision)  # resolved by main(): never auto
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and acc.num_processes == 1:
         raise RuntimeError(
@@ -138,8 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RunError, VocabError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from trainer.precision import resolve_precision
+
+    # auto becomes a precision here, so config.yaml records what the run really used.
+    cfg.mixed_precision, why = resolve_precision(cfg.mixed_precision)
     if args.dry_run:
-        print(f"# run folder: {run_dir}\n{to_yaml(cfg)}", end="")
+        print(f"# run folder: {run_dir}\n# mixed precision: {cfg.mixed_precision} ({why})\n"
+              f"{to_yaml(cfg)}", end="")
         return 0
 
     from trainer.data import DataError, load_configured_dataset
@@ -169,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                               f"StarGAN needs data.attrs=[...], tag GANs need tag groups")
         acc.print(f"{len(dataset)} images from {cfg.data.path} ({dataset.format}, "
                   f"{cfg.data.size}px); {acc.num_processes} process(es), {acc.device}, "
-                  f"mixed precision {acc.mixed_precision}; run folder {run_dir}")
+                  f"mixed precision {acc.mixed_precision} ({why}); run folder {run_dir}")
         trainer = Trainer(cfg, lambda: build_recipe(cfg, vocab, cfg.data.size), run_dir,
                           args.resume == "auto", acc, dataset, vocab)
         start = trainer.state.step
