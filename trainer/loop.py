@@ -40,6 +40,7 @@ from trainer.checkpoints import nonfinite_report, resumable_checkpoint, write_me
 from trainer.config import TrainConfig, config_sha256, to_yaml
 from trainer.data.transforms import to_model_input
 from trainer.data.vocab import save_vocab
+from trainer.progress import Progress
 from trainer.recipes.base import Batch, Phase, Recipe
 from trainer.runs import (
     EMA_FILE,
@@ -365,11 +366,9 @@ class Trainer:
                                     purge_step=st.step + 1 if st.step else None)
         st.starts += 1
         bar = None
-        if main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=cfg.steps, initial=st.step, desc=cfg.name, unit="it",
-                       dynamic_ncols=True, disable=os.environ.get("TAGFACE_NO_BAR") == "1")
+        if main:  # steps, or seconds of the minutes= budget (trainer/progress.py)
+            bar = Progress(cfg.name, cfg.steps, st.step, cfg.minutes, st.elapsed,
+                           disable=os.environ.get("TAGFACE_NO_BAR") == "1")
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}
         bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
@@ -403,7 +402,7 @@ class Trainer:
                 images_done += cfg.batch_size * acc.num_processes
                 st.elapsed = elapsed0 + time.perf_counter() - t0
                 if bar is not None:
-                    bar.update(1)
+                    bar.update(st.step, st.elapsed)
 
                 at_log = st.step % cfg.log_every == 0 or st.step == cfg.steps
                 at_ckpt = st.step % cfg.ckpt_every == 0 or st.step == cfg.steps
