@@ -100,3 +100,15 @@ def test_inference_tiny(tmp_path: Path) -> None:
     for name in ("cgan_ort_vs_torch_batch1", "demo_generate_p50_ms"):
         positive(report["goals"][name], "value", "target")
         assert isinstance(report["goals"][name]["met"], bool)
+
+
+def test_quality_vs_time_tiny(tmp_path: Path) -> None:
+    figure = tmp_path / "quality.png"
+    report = run_tiny("quality_vs_time", tmp_path, "--figure", str(figure), timeout=600)
+    rows = report["results"]
+    assert [r["minutes"] for r in rows] == [0.03, 0.06]
+    assert rows[0]["step"] < rows[1]["step"]  # the second budget continued the same run
+    for r in rows:
+        positive(r, "fid", "fid_floor", "step")
+        assert 0.0 <= r["acc_joint"] <= 1.0
+    assert figure.is_file() and figure.stat().st_size > 1000

@@ -17,6 +17,7 @@ from trainer.losses import (
     l1_loss,
     matching_aware_d_loss,
     mode_seeking_loss,
+    r1_penalty,
     wrong_tags,
 )
 
@@ -226,3 +227,42 @@ def test_mode_seeking_by_hand():
     assert mode_seeking_loss(fa, fb, za, zb).item() == pytest.approx(1 / (0.25 + 1e-5))
     same = mode_seeking_loss(fa, fa, za, zb)  # identical images for different z: huge
     assert same.item() == pytest.approx(1e5)
+
+
+def test_r1_on_a_quadratic_critic():
+    """D(x) = 0.5 * sum(a * x^2): grad = a * x, so R1 = mean over images of sum (a x)^2."""
+    torch.manual_seed(0)
+    a = torch.rand(3, 4, 4) + 0.5
+    x = torch.randn(5, 3, 4, 4)
+    r1 = r1_penalty(lambda v: 0.5 * (a * v.square()).flatten(1).sum(1), x)
+    assert r1.item() == pytest.approx((a * x).square().flatten(1).sum(1).mean().item(), rel=1e-5)
+
+
+def test_r1_matches_finite_differences_and_reaches_d_weights():
+    torch.manual_seed(1)
+    D = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.Tanh(),
+                            torch.nn.Linear(8, 1)).double()
+    x = torch.randn(4, 3, 2, 2, dtype=torch.float64)
+    r1 = r1_penalty(lambda v: D(v.double()).flatten(), x)
+    # finite-difference gradient of D's score with respect to every input coordinate
+    eps, grads = 1e-6, torch.zeros_like(x)
+    with torch.no_grad():
+        flat = x.reshape(4, -1)
+        for j in range(flat.shape[1]):
+            e = torch.zeros_like(flat)
+            e[:, j] = eps
+            up = D((flat + e).reshape_as(x)).flatten()
+            down = D((flat - e).reshape_as(x)).flatten()
+            grads.reshape(4, -1)[:, j] = (up - down) / (2 * eps)
+    assert r1.item() == pytest.approx(grads.flatten(1).square().sum(1).mean().item(), rel=1e-4)
+    r1.backward()  # the graph is kept: the penalty trains D's weights (biases don't shape grad_x)
+    weights = [p for p in D.parameters() if p.dim() > 1]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in weights)
+
+
+def test_r1_stays_fp32_under_autocast():
+    D = torch.nn.Conv2d(3, 1, 3)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        r1 = r1_penalty(lambda v: D(v).flatten(1).mean(1), x)
+    assert r1.dtype == torch.float32

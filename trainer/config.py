@@ -39,7 +39,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = "dcgan"  # dcgan | ml2020 | stargan
+    arch: str = "dcgan"  # dcgan | ml2020 | resnet | stargan
     z_dim: int = 100  # noise size
     g_ch: int = 64  # generator width (channels of the last hidden layer)
     d_ch: int = 64  # discriminator width (channels of the first layer)
@@ -55,6 +55,8 @@ class ModelConfig:
     d_repeat_num: int = 6  # StarGAN: stride-2 convs in D
     norm_stats: str = "running"  # StarGAN inference InstanceNorm statistics: running | instance
     g_output: str = "image"  # StarGAN G output: image (official) | attention (GANimation blend)
+    g_upsample: str = "transposed"  # dcgan G: transposed (4x4 stride-2) | nearest (+ 3x3 conv)
+    hier_z: bool = False  # resnet G: split z over the blocks' conditional BatchNorms (BigGAN)
 
 
 @dataclass
@@ -72,6 +74,17 @@ class LossConfig:
     lambda_rec: float = 10.0  # StarGAN cycle reconstruction
     lambda_mask: float = 0.0  # StarGAN g_output=attention: mean attention (GANimation 0.1)
     lambda_mask_tv: float = 0.0  # StarGAN g_output=attention: attention total variation (1e-5)
+    r1: float = 0.0  # R1 penalty weight gamma on real images (Mescheder et al. 2018), fp32
+    r1_every: int = 16  # lazy R1 (StyleGAN2): every k-th iteration, scaled by k
+
+
+@dataclass
+class AugConfig:
+    policy: str = ""  # differentiable augmentation of D's inputs: e.g. color,translation,cutout
+    p: float = 1.0  # probability of each op per image (DiffAugment: 1)
+    target: float = 0.0  # ADA: adjust p so that E[sign(D(real))] stays here (0 = fixed p)
+    interval: int = 4  # ADA: D steps between adjustments of p
+    kimg: float = 50.0  # ADA: thousands of real images for p to move by 1
 
 
 @dataclass
@@ -90,6 +103,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
     g_optim: OptimConfig = field(default_factory=OptimConfig)
     d_optim: OptimConfig = field(default_factory=OptimConfig)
     batch_size: int = 64  # per process
@@ -110,6 +124,7 @@ class TrainConfig:
     ckpt_every: int = 1000
     keep_ckpts: int = 2  # older checkpoints are deleted
     n_samples: int = 64  # fixed samples in each progress grid
+    truncation: float = 1.0  # psi of the final grids' z (trainer.noise; 1 = off)
     eval_every: int = 0  # optional in-training evaluation (0 = off)
     eval_fid: bool = True  # in-training evaluation includes FID/KID on 256 images (the slow part)
     workers: int = 0  # DataLoader workers (the uint8 cache rarely needs any)
@@ -119,10 +134,11 @@ ENUMS: dict[str, tuple[str, ...]] = {
     "recipe": ("gan", "stargan"),
     "data.format": ("auto", "avatars", "adl", "mlds", "cartoon", "cartoonset", "celeba",
                     "folder"),
-    "model.arch": ("dcgan", "ml2020", "stargan"),
+    "model.arch": ("dcgan", "ml2020", "resnet", "stargan"),
     "model.cond": ("none", "spatial", "dense", "projection", "acgan"),
     "model.norm_stats": ("running", "instance"),
     "model.g_output": ("image", "attention"),
+    "model.g_upsample": ("transposed", "nearest"),
     "loss.adv": ("bce", "ns", "wgan", "lsgan", "hinge"),
     "g_optim.name": ("adam", "sgd", "rmsprop"),
     "d_optim.name": ("adam", "sgd", "rmsprop"),
@@ -131,7 +147,8 @@ ENUMS: dict[str, tuple[str, ...]] = {
 
 POSITIVE = ("data.size", "batch_size", "steps", "d_every", "d_repeat", "g_every", "g_repeat",
             "log_every", "sample_every", "ckpt_every", "keep_ckpts", "n_samples",
-            "model.z_dim", "model.g_ch", "model.d_ch", "g_optim.lr", "d_optim.lr")
+            "model.z_dim", "model.g_ch", "model.d_ch", "g_optim.lr", "d_optim.lr",
+            "loss.r1_every", "aug.interval", "aug.kimg")
 
 
 def list_presets() -> list[str]:
@@ -233,12 +250,33 @@ def validate(cfg: TrainConfig) -> None:
     if not 0.0 <= cfg.model.d_dropout < 1.0:
         raise ConfigError(f"model.d_dropout={cfg.model.d_dropout}: expected 0 <= p < 1")
     for key in ("loss.gp", "loss.clip", "loss.lambda_cls", "loss.lambda_rec",
-                "loss.lambda_mask", "loss.lambda_mask_tv"):
+                "loss.lambda_mask", "loss.lambda_mask_tv", "loss.r1"):
         if _get(cfg, key) < 0:
             raise ConfigError(f"{key}={_get(cfg, key)}: must be >= 0")
     if (cfg.loss.lambda_mask or cfg.loss.lambda_mask_tv) and cfg.model.g_output != "attention":
         raise ConfigError("loss.lambda_mask and loss.lambda_mask_tv weigh the attention mask: "
                           "they need model.g_output=attention")
+    if cfg.aug.policy.strip():
+        from trainer.augment import parse_policy  # the op registry (imports torch)
+
+        try:
+            parse_policy(cfg.aug.policy)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    if not 0.0 < cfg.truncation <= 1.0:
+        raise ConfigError(f"truncation={cfg.truncation}: expected psi in (0, 1] (1 = off)")
+    if not 0.0 <= cfg.aug.p <= 1.0:
+        raise ConfigError(f"aug.p={cfg.aug.p}: expected a probability in [0, 1]")
+    if not 0.0 <= cfg.aug.target < 1.0:
+        raise ConfigError(f"aug.target={cfg.aug.target}: expected 0 (fixed p) or a target "
+                          f"in (0, 1), e.g. 0.6 as ADA")
+    if cfg.model.g_upsample != "transposed" and cfg.model.arch != "dcgan":
+        raise ConfigError(f"model.g_upsample={cfg.model.g_upsample!r} applies to the dcgan "
+                          f"trunk; model.arch={cfg.model.arch!r} has its own upsampling")
+    if cfg.model.hier_z and cfg.model.arch != "resnet":
+        raise ConfigError(f"model.hier_z needs model.arch=resnet (got {cfg.model.arch!r})")
+    if cfg.model.arch == "resnet" and cfg.data.size > 128:
+        raise ConfigError(f"data.size={cfg.data.size}: model.arch=resnet supports 32, 64, 128")
     if cfg.loss.matching_aware and cfg.model.cond in ("none", "acgan"):
         raise ConfigError(f"loss.matching_aware needs a conditional D (model.cond is "
                           f"{cfg.model.cond!r}; use spatial, dense or projection)")

@@ -138,6 +138,22 @@ def gradient_penalty(
         return (norm - target).square().mean()
 
 
+def r1_penalty(
+    critic: Callable[[torch.Tensor], torch.Tensor],  # x [B, ...] -> scores [B]; must stay fp32
+    real: torch.Tensor,
+) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): E[||grad_x D(x)||^2] on real images only.
+
+    The caller weighs it by gamma / 2 (and, lazily, by the interval, as StyleGAN2).
+    fp32 with autocast disabled, graph kept, as ``gradient_penalty``.
+    """
+    with torch.autocast(real.device.type, enabled=False):
+        x = real.detach().float().requires_grad_(True)
+        scores = critic(x).float()
+        (grad,) = torch.autograd.grad(scores.sum(), x, create_graph=True)
+        return grad.flatten(1).square().sum(dim=1).mean()
+
+
 def matching_aware_d_loss(
     adv: AdversarialLoss,
     real_right: torch.Tensor,  # scores of (real image, its tags)

@@ -36,6 +36,9 @@ def parse_eval_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--classifier-samples", type=int, default=40_000,
                    help="training budget of each judging classifier, in images (default "
                         "40000; lower for a quick look, the held-out accuracy is reported)")
+    p.add_argument("--truncation", type=float, default=1.0, metavar="PSI",
+                   help="truncation trick: z coordinates outside the central PSI share of "
+                        "N(0, 1) are redrawn (default 1.0 = off; e.g. 0.7)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", help="FID statistics and classifiers "
                    "(default: $TAGFACE_CACHE/eval or ~/.cache/tagface/eval)")
@@ -78,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     opts = EvalOptions(n=args.n, k=args.k, stargan_n=args.stargan_n, fid=not args.no_fid,
                        resize=args.resize, seed=args.seed, cache_dir=args.cache_dir,
-                       classifier_samples=args.classifier_samples)
+                       classifier_samples=args.classifier_samples,
+                       truncation=args.truncation)
     start = time.perf_counter()
     command = "python -m trainer.evaluate " + shlex.join(argv)
     try:

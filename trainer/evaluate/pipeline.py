@@ -28,8 +28,15 @@ from torch import nn
 
 from trainer.evaluate import classifier as clf
 from trainer.evaluate.diversity import part_modes, spread
-from trainer.evaluate.fid import RESIZES, fid_kid, real_cache_file
+from trainer.evaluate.fid import (
+    RESIZES,
+    fid_from_features,
+    fid_kid,
+    real_cache_file,
+    real_features_cached,
+)
 from trainer.evaluate.sampling import (
+    Truncated,
     generate,
     generator_z_dim,
     iter_generate,
@@ -54,6 +61,7 @@ class EvalOptions:
     seed: int = 0
     cache_dir: str | None = None  # FID statistics and classifiers; None = data cache/eval
     classifier_samples: int = 40_000  # training budget of each judging classifier (images)
+    truncation: float = 1.0  # psi of trainer.noise: z coordinates outside are redrawn (1 = off)
 
 
 @contextlib.contextmanager
@@ -105,6 +113,34 @@ def fid_for_generator(G: nn.Module, dataset: object, n: int, seed: int, resize: 
     res = fid_kid(real_batches(images, real_idx), iter_generate(G, z, tags), real_cache=cache,
                   resize=resize)  # type: ignore[arg-type]
     return res, real_idx, (tags if tags is not None else torch.zeros(n, 0))
+
+
+def real_vs_real_fid(dataset: object, n: int, seed: int, resize: str,
+                     cache_dir: Path) -> dict:
+    """FID/KID of two disjoint real samples of ``n`` images: what a perfect generator scores.
+
+    Sample A is the one ``fid_for_generator`` compares fakes with; sample B the next
+    ``n`` images of the same permutation (fewer if the dataset has under 2n). FID is
+    biased upwards at small n, so a result is read against this floor at the same
+    n and resize. Both feature sets are cached.
+    """
+    images = dataset.images  # type: ignore[attr-defined]
+    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    idx_a, idx_b = perm[:n], perm[n:2 * n]
+    if len(idx_b) < 2:
+        raise EvalError(f"the real-vs-real floor needs more than {n} + 1 images; the dataset "
+                        f"has {len(images)} (lower --n)")
+    key = clf.dataset_key(dataset)
+    size = int(images.shape[-1])
+    feats_a = real_features_cached(real_batches(images, idx_a),
+                                   real_cache_file(cache_dir, f"{key}-s{seed}", size, len(idx_a),
+                                                   resize), resize)  # type: ignore[arg-type]
+    feats_b = real_features_cached(real_batches(images, idx_b),
+                                   real_cache_file(cache_dir, f"{key}-s{seed}-disjoint", size,
+                                                   len(idx_b), resize), resize)  # type: ignore[arg-type]
+    res = fid_from_features(feats_a, feats_b)
+    res["resize"] = resize
+    return res
 
 
 def spread_samples(G: nn.Module, dataset: object, vocab: object, combinations: int, k: int,
@@ -174,6 +210,14 @@ def evaluate_generator(G: nn.Module, dataset: object, vocab: object, opts: EvalO
     if opts.n < 2:
         raise EvalError(f"--n {opts.n}: need at least 2 images")
     G = unwrap(G)
+    from trainer.noise import truncation_threshold
+
+    try:
+        truncation_threshold(opts.truncation)
+    except ValueError as e:
+        raise EvalError(f"--truncation: {e}") from None
+    if opts.truncation < 1 and not _is_domains(vocab):
+        G = Truncated(G, opts.truncation, opts.seed)
     cache = eval_cache_dir(opts.cache_dir)
     m: dict = {"seconds": {}, "options": vars(opts).copy(), "dataset": {
         "source": str(dataset.source), "format": dataset.format,  # type: ignore[attr-defined]
@@ -218,6 +262,8 @@ def evaluate_generator(G: nn.Module, dataset: object, vocab: object, opts: EvalO
         res, real_idx, fake_tags = fid_for_generator(G, dataset, opts.n, opts.seed, opts.resize,
                                                      cache, conditional)
         m["fid"] = res
+        say(f"real-vs-real floor: {opts.n} real vs {opts.n} other real images")
+        m["fid_real_floor"] = real_vs_real_fid(dataset, opts.n, opts.seed, opts.resize, cache)
         m["seconds"]["fid"] = round(time.perf_counter() - t, 1)
     if conditional and model is not None:
         t = time.perf_counter()
@@ -258,6 +304,8 @@ def summary(m: dict) -> dict[str, float]:
     if "fid" in m:
         out["FID"] = m["fid"]["fid"]
         out["KID"] = m["fid"]["kid"]
+    if "fid_real_floor" in m:
+        out["FID real vs real"] = m["fid_real_floor"]["fid"]
     if "tag_accuracy" in m:
         for g, v in m["tag_accuracy"]["per_group"].items():
             out[f"acc {g}"] = v

@@ -91,6 +91,15 @@ def write_report(m: dict, pics: dict, loaded: object, dataset: object, out: Path
                   f"data's labels. Resize: {RESIZES[f['resize']]}. Features: TF-Inception "
                   f"(inception-2015-12-05) pool3, 2048-d. FID depends on both the sample "
                   f"counts and the resize: compare only numbers with the same ones.", ""]
+        if "fid_real_floor" in m:
+            r = m["fid_real_floor"]
+            lines += [f"**Floor: FID {r['fid']:.2f}, KID {r['kid']:.4f}** between two disjoint "
+                      f"real samples ({r['n_real']} vs {r['n_fake']} images, the same resize): "
+                      f"what a perfect generator would score at this sample size.", ""]
+        psi = m.get("options", {}).get("truncation", 1.0)
+        if psi < 1:
+            lines += [f"Truncation psi {psi}: z coordinates outside the central {psi:.0%} of "
+                      f"N(0, 1) were redrawn for every generated image.", ""]
 
     if m.get("classifier"):
         lines += ["## Judging classifiers", "",

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch import nn
+
+from trainer.noise import truncate
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -20,6 +23,27 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 def generator_z_dim(G: nn.Module, default: int = 100) -> int:
     """z size of a DCGAN-family generator (``z_dim`` attribute, else ``default``)."""
     return int(getattr(G, "z_dim", default))
+
+
+class Truncated(nn.Module):
+    """A generator whose z is truncated at ``psi`` (trainer.noise) before every call.
+
+    Every metric that draws z then measures the truncated distribution without a
+    change of its own. The redraws come from a numpy stream seeded once, so an
+    evaluation is repeatable.
+    """
+
+    def __init__(self, G: nn.Module, psi: float, seed: int = 0):
+        super().__init__()
+        self.inner = G
+        self.psi = psi
+        self.z_dim = generator_z_dim(G)
+        self.n_cond = getattr(G, "n_cond", 0)
+        self._rng = np.random.default_rng(seed)
+
+    def forward(self, z: torch.Tensor, tags: torch.Tensor | None = None) -> torch.Tensor:
+        zt = truncate(z.detach().float().cpu().numpy(), self.psi, self._rng)
+        return self.inner(torch.from_numpy(zt).to(z.device, z.dtype), tags)
 
 
 @torch.no_grad()

@@ -26,8 +26,18 @@ import torch
 from torch import nn
 
 from trainer.config import ModelConfig
-from trainer.models.dcgan import TRUNKS
+from trainer.models.dcgan import DCGANEncoder, DCGANGenerator, ML2020Encoder, ML2020Generator
 from trainer.models.layers import DOutput, MinibatchStd, dcgan_init, maybe_sn
+from trainer.models.resnet import ResNetEncoder, ResNetGenerator
+
+# model.arch -> (generator trunk, discriminator body). A trunk with ``conditional_norm``
+# takes (z, tag embedding) and uses the embedding in its normalisation layers; the
+# others take [z | embedding] as one vector.
+TRUNKS: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
+    "dcgan": (DCGANGenerator, DCGANEncoder),
+    "ml2020": (ML2020Generator, ML2020Encoder),
+    "resnet": (ResNetGenerator, ResNetEncoder),
+}
 
 
 class TagProjection(nn.Module):
@@ -52,27 +62,57 @@ class TagProjection(nn.Module):
         return self.main(tags)
 
 
+class TagEmbedding(nn.Module):
+    """tags [B, K] -> [B, width]: the sum over tag groups of one learnt vector per tag.
+
+    A bias-free linear map of the concatenated one-hots is exactly that sum; an
+    untagged group (all zeros) adds nothing. ``width=0``: the raw one-hot.
+    """
+
+    def __init__(self, n_tags: int, width: int):
+        super().__init__()
+        self.out_dim = width if width > 0 else n_tags
+        self.main = nn.Linear(n_tags, width, bias=False) if width > 0 else nn.Identity()
+
+    def forward(self, tags: torch.Tensor) -> torch.Tensor:
+        return self.main(tags)
+
+
 class Generator(nn.Module):
-    """G(z [B, z_dim], tags [B, n_cond] | None) -> image [B, 3, S, S] in [-1, 1]."""
+    """G(z [B, z_dim], tags [B, n_cond] | None) -> image [B, 3, S, S] in [-1, 1].
+
+    DCGAN / ML2020 trunks take [z | TagProjection(tags)] as one vector (reports
+    000/001); the ResNet trunk takes z and a summed tag embedding that drives its
+    conditional BatchNorms (SNGAN-projection, BigGAN).
+    """
 
     def __init__(self, cfg: ModelConfig, image_size: int, n_cond: int = 0):
         super().__init__()
         self.z_dim = cfg.z_dim
         self.n_cond = n_cond  # 0: unconditional (tags ignored)
         self.image_size = image_size
-        self.proj = TagProjection(n_cond, cfg.tag_embed) if n_cond else None
-        in_dim = cfg.z_dim + (self.proj.out_dim if self.proj is not None else 0)
         trunk, _ = TRUNKS[cfg.arch]
-        self.net = trunk(in_dim, image_size, cfg.g_ch)  # initialises itself
+        self.joint = not getattr(trunk, "conditional_norm", False)  # z and tags as one vector
+        proj_cls = TagProjection if self.joint else TagEmbedding
+        self.proj = proj_cls(n_cond, cfg.tag_embed) if n_cond else None
+        e_dim = self.proj.out_dim if self.proj is not None else 0
+        if self.joint:
+            self.net = trunk(cfg.z_dim + e_dim, image_size, cfg.g_ch,
+                             upsample=cfg.g_upsample)  # initialises itself
+        else:
+            self.net = trunk(cfg.z_dim, e_dim, image_size, cfg.g_ch, hier_z=cfg.hier_z)
         if self.proj is not None:
             self.proj.apply(dcgan_init)
 
     def forward(self, z: torch.Tensor, tags: torch.Tensor | None = None) -> torch.Tensor:
+        e = None
         if self.proj is not None:
             if tags is None:
                 raise ValueError(f"this generator is conditional: pass tags [B, {self.n_cond}]")
-            z = torch.cat([z, self.proj(tags.to(z.dtype))], dim=1)  # [B, z_dim + E]
-        return self.net(z)
+            e = self.proj(tags.to(z.dtype))  # [B, E]
+        if not self.joint:
+            return self.net(z, e)
+        return self.net(z if e is None else torch.cat([z, e], dim=1))  # [B, z_dim + E]
 
 
 # -- discriminator heads ------------------------------------------------------
@@ -176,8 +216,10 @@ HEADS: dict[str, type[Head]] = {
 class Discriminator(nn.Module):
     """D(image [B, 3, S, S], tags [B, K] | None) -> DOutput(score [B], aux, features [B, F])."""
 
-    def __init__(self, cfg: ModelConfig, image_size: int, group_sizes: list[int]):
+    def __init__(self, cfg: ModelConfig, image_size: int, group_sizes: list[int],
+                 augment: nn.Module | None = None):
         super().__init__()
+        self.augment = augment  # differentiable augmentation of every input (trainer.augment)
         self.cond = cfg.cond
         self.group_sizes = list(group_sizes)
         _, body = TRUNKS[cfg.arch]
@@ -197,6 +239,8 @@ class Discriminator(nn.Module):
         """
         if tags is None and self.cond not in ("none", "acgan"):
             raise ValueError(f"model.cond={self.cond!r}: D needs tags [B, {sum(self.group_sizes)}]")
+        if self.augment is not None and self.training:
+            x = self.augment(x)
         h = self.body(x)  # [B, C, 4, 4]
         features = h.flatten(1)  # [B, C*16]
         if self.mbstd is not None:

@@ -33,24 +33,42 @@ def n_stride2(image_size: int) -> int:
     return n
 
 
-class DCGANGenerator(nn.Module):
-    """pytorch/examples netG: [B, in_dim] -> [B, 3, S, S] in [-1, 1]."""
+def _transposed(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False)]
 
-    def __init__(self, in_dim: int, image_size: int, ch: int = 64):
+
+def _resize_conv(c_in: int, c_out: int) -> list[nn.Module]:
+    """Nearest 2x upsampling + 3x3 conv (Odena et al. 2016): no checkerboard pattern."""
+    return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False)]
+
+
+# model.g_upsample -> how the DCGAN generator doubles the resolution
+_UPSAMPLE = {"transposed": _transposed, "nearest": _resize_conv}
+
+
+class DCGANGenerator(nn.Module):
+    """pytorch/examples netG: [B, in_dim] -> [B, 3, S, S] in [-1, 1].
+
+    ``upsample="nearest"`` replaces each 4x4 stride-2 transposed conv by a nearest
+    2x upsample and a 3x3 conv (2.25x the FLOPs of that layer, no checkerboard grain).
+    """
+
+    def __init__(self, in_dim: int, image_size: int, ch: int = 64, upsample: str = "transposed"):
         super().__init__()
         n = n_stride2(image_size)
         c = ch * 2 ** (n - 1)  # channels at 4x4
+        up = _UPSAMPLE[upsample]  # (c_in, c_out) -> 2x upsampling layers
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(in_dim, c, 4, 1, 0, bias=False),  # [B, c, 4, 4]
             nn.BatchNorm2d(c),
             nn.ReLU(True),
         ]
         for _ in range(n - 1):  # 4 -> S/2, halving channels
-            layers += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False),  # [B, c/2, 2h, 2w]
+            layers += [*up(c, c // 2),  # [B, c/2, 2h, 2w]
                        nn.BatchNorm2d(c // 2),
                        nn.ReLU(True)]
             c //= 2
-        layers += [nn.ConvTranspose2d(c, 3, 4, 2, 1, bias=False), nn.Tanh()]  # [B, 3, S, S]
+        layers += [*up(c, 3), nn.Tanh()]  # [B, 3, S, S]
         self.main = nn.Sequential(*layers)
         self.apply(dcgan_init)
 
@@ -61,8 +79,11 @@ class DCGANGenerator(nn.Module):
 class ML2020Generator(nn.Module):
     """ML2020 HW11 baseline G (report 003): [B, in_dim] -> [B, 3, S, S] in [-1, 1]."""
 
-    def __init__(self, in_dim: int, image_size: int, ch: int = 64):
+    def __init__(self, in_dim: int, image_size: int, ch: int = 64, upsample: str = "transposed"):
         super().__init__()
+        if upsample != "transposed":
+            raise ValueError(f"model.g_upsample={upsample!r}: the ml2020 trunk has 5x5 "
+                             f"transposed convs only")
         n = n_stride2(image_size)
         c = ch * 2 ** (n - 1)  # channels at 4x4 (dim * 8 at 64 px)
         self.base_ch = c
@@ -129,10 +150,3 @@ class ML2020Encoder(DCGANEncoder):
     """ML2020 HW11 baseline D body (report 003): 5x5 convs, stride 2, padding 2, with bias."""
 
     kernel, padding, bias = 5, 2, True
-
-
-# arch name -> (generator trunk, discriminator body)
-TRUNKS: dict[str, tuple[type[nn.Module], type[DCGANEncoder]]] = {
-    "dcgan": (DCGANGenerator, DCGANEncoder),
-    "ml2020": (ML2020Generator, ML2020Encoder),
-}

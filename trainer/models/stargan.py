@@ -217,8 +217,11 @@ class StarGANDiscriminator(nn.Module):
         # Official names (conv1, conv2), so official checkpoints load as they are.
         self.conv1 = nn.Conv2d(d, 1, kernel_size=3, stride=1, padding=1, bias=False)  # src
         self.conv2 = nn.Conv2d(d, cfg.n_domains, kernel_size=kernel, bias=False)  # cls, 1x1
+        self.augment: nn.Module | None = None  # trainer.augment, set by the model zoo
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.augment is not None and self.training:
+            image = self.augment(image)
         h = self.main(image)
         return self.conv1(h), self.conv2(h).flatten(1)
 

@@ -43,6 +43,13 @@ class Recipe:
     ema_of: str = "G"  # the loop keeps an EMA copy of this model; samples and export use it
     strip_cols: int = 4  # grid columns per frame of progress.png (0: whole rows)
     accelerator = None
+    augment = None  # D's trainer.augment.Augment, if aug.policy is set
+
+    def observe_real(self, scores: torch.Tensor, logs: dict[str, torch.Tensor]) -> None:
+        """Feed D's logits on real images to adaptive augmentation; log its ``p``."""
+        if self.augment is not None:
+            self.augment.observe(scores)
+            logs["aug_p"] = self.augment.p.detach().float().clone()
 
     def fp32(self, name: str) -> Callable[..., object]:
         """``models[name]`` called in fp32 with autocast off, e.g. for the gradient penalty.

@@ -25,9 +25,11 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
+from trainer.augment import augment_of
 from trainer.config import ConfigError, OptimConfig, TrainConfig
 from trainer.data.vocab import Vocab
 from trainer.losses import (
@@ -38,9 +40,11 @@ from trainer.losses import (
     l1_loss,
     matching_aware_d_loss,
     mode_seeking_loss,
+    r1_penalty,
     wrong_tags,
 )
 from trainer.models import build_discriminator, build_generator, is_conditional
+from trainer.noise import truncate
 from trainer.recipes.base import Batch, Phase, Recipe, StepResult
 
 
@@ -116,16 +120,20 @@ class GanRecipe(Recipe):
         G = build_generator(cfg, sum(self.group_sizes))
         D = build_discriminator(cfg, self.group_sizes)
         self.models = {"G": G, "D": D}
+        self.augment = augment_of(D)
         self.optimizers = {"G": build_optimizer(G.parameters(), cfg.g_optim),
                            "D": build_optimizer(D.parameters(), cfg.d_optim)}
 
     def phases(self) -> list[Phase]:
         c = self.cfg
-        return [
+        phases = [
             Phase("D", "D", self.d_step, every=c.d_every, repeat=c.d_repeat,
                   after=self.clip_d if c.loss.clip > 0 else None),
             Phase("G", "G", self.g_step, every=c.g_every, repeat=c.g_repeat),
         ]
+        if c.loss.r1 > 0:  # lazy R1: its own D update every r1_every iterations
+            phases.insert(1, Phase("D_reg", "D", self.r1_step, every=c.loss.r1_every))
+        return phases
 
     # -- phases ---------------------------------------------------------------
     def _inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -148,6 +156,7 @@ class GanRecipe(Recipe):
         out_fake = D(fake, tags)
         logs: dict[str, torch.Tensor] = {"d_real": out_real.score.detach().float().mean(),
                                          "d_fake": out_fake.score.detach().float().mean()}
+        self.observe_real(out_real.score, logs)
         if out_real.score_wrong is not None:
             loss = matching_aware_d_loss(self.adv, out_real.score, out_real.score_wrong,
                                          out_fake.score, lc.wrong_weight)
@@ -166,6 +175,14 @@ class GanRecipe(Recipe):
             logs["aux"] = aux.detach()
         logs["loss"] = loss.detach()
         return loss, logs
+
+    def r1_step(self, batch: Batch) -> StepResult:
+        """Lazy R1 on real images with their tags: gamma / 2 * E||grad D||^2, times the interval."""
+        lc = self.cfg.loss
+        real, _, tags = self._inputs(batch)
+        forward = bare_forward(self.models["D"])
+        r1 = r1_penalty(lambda x: forward(x, tags).score, real)
+        return 0.5 * lc.r1 * lc.r1_every * r1, {"r1": r1.detach()}
 
     def g_step(self, batch: Batch) -> StepResult:
         """G makes D call its fakes real; plus ACGAN, L1 and feature-matching terms if set."""
@@ -248,17 +265,24 @@ class GanRecipe(Recipe):
         ``same_tags_different_noise``: each row one tag combination, a new z per image.
         ``same_noise_different_tags``: each row one z (other groups' tags fixed),
         the columns every tag of the first group (e.g. the 12 hair colours).
+        z is truncated at ``cfg.truncation`` (trainer.noise; 1 = off).
         """
         if not self.conditional:
             return {}
         g = torch.Generator().manual_seed(seed)
         zd, n0, rows, cols = self.cfg.model.z_dim, self.group_sizes[0], 8, 8
+        rng = np.random.default_rng(seed)
+
+        def noise(n: int) -> torch.Tensor:  # truncated at cfg.truncation (1 = unchanged)
+            return torch.from_numpy(truncate(torch.randn(n, zd, generator=g).numpy(),
+                                             self.cfg.truncation, rng))
+
         tags = self._tag_rows([r % n0 for r in range(rows)], g).repeat_interleave(cols, dim=0)
-        same_tags = self._generate(G, torch.randn(rows * cols, zd, generator=g), tags)
+        same_tags = self._generate(G, noise(rows * cols), tags)
         base = self._tag_rows([0] * rows, g)  # [rows, K]; group 0 overwritten below
         tags = base.repeat_interleave(n0, dim=0)
         tags[:, :n0] = torch.eye(n0).repeat(rows, 1)
-        z = torch.randn(rows, zd, generator=g).repeat_interleave(n0, dim=0)
+        z = noise(rows).repeat_interleave(n0, dim=0)
         same_noise = self._generate(G, z, tags)
         return {"same_tags_different_noise": (same_tags, cols),
                 "same_noise_different_tags": (same_noise, n0)}

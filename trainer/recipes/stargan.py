@@ -27,9 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainer.augment import augment_of
 from trainer.config import ConfigError, TrainConfig
 from trainer.data.vocab import Domains
-from trainer.losses import ADVERSARIAL, gradient_penalty, l1_loss
+from trainer.losses import ADVERSARIAL, gradient_penalty, l1_loss, r1_penalty
 from trainer.models.stargan import build_stargan_discriminator, build_stargan_generator
 from trainer.recipes.base import Batch, Phase, Recipe, StepResult
 from trainer.recipes.gan import bare_forward, build_optimizer
@@ -80,13 +81,17 @@ class StarGanRecipe(Recipe):
         G = build_stargan_generator(cfg, domains.n_domains)
         D = build_stargan_discriminator(cfg, domains.n_domains)
         self.models = {"G": G, "D": D}
+        self.augment = augment_of(D)
         self.optimizers = {"G": build_optimizer(G.parameters(), cfg.g_optim),
                            "D": build_optimizer(D.parameters(), cfg.d_optim)}
 
     def phases(self) -> list[Phase]:
         c = self.cfg
-        return [Phase("D", "D", self.d_step, every=c.d_every, repeat=c.d_repeat),
-                Phase("G", "G", self.g_step, every=c.g_every, repeat=c.g_repeat)]
+        phases = [Phase("D", "D", self.d_step, every=c.d_every, repeat=c.d_repeat),
+                  Phase("G", "G", self.g_step, every=c.g_every, repeat=c.g_repeat)]
+        if c.loss.r1 > 0:  # lazy R1: its own D update every r1_every iterations
+            phases.insert(1, Phase("D_reg", "D", self.r1_step, every=c.loss.r1_every))
+        return phases
 
     # -- phases ---------------------------------------------------------------
     def d_step(self, batch: Batch) -> StepResult:
@@ -105,6 +110,7 @@ class StarGanRecipe(Recipe):
                 "d_real": src_real.detach().float().mean(),
                 "d_fake": src_fake.detach().float().mean(),
                 "cls_acc": domain_accuracy(cls_real, src_labels)}
+        self.observe_real(src_real, logs)
         if lc.gp > 0:
             forward = bare_forward(D)
             gp = gradient_penalty(lambda x: forward(x)[0], real, fake)
@@ -112,6 +118,13 @@ class StarGanRecipe(Recipe):
             logs["gp"] = gp.detach()
         logs["loss"] = loss.detach()
         return loss, logs
+
+    def r1_step(self, batch: Batch) -> StepResult:
+        """Lazy R1 on real images: gamma / 2 * E||grad_x mean src(x)||^2, times the interval."""
+        lc = self.cfg.loss
+        forward = bare_forward(self.models["D"])
+        r1 = r1_penalty(lambda x: forward(x)[0].flatten(1).mean(1), batch["image"])
+        return 0.5 * lc.r1 * lc.r1_every * r1, {"r1": r1.detach()}
 
     def g_step(self, batch: Batch) -> StepResult:
         """G: fool D, be classified as the target domains, and translate back to the source."""
