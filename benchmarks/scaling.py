@@ -8,7 +8,7 @@ For each process count N: ``accelerate launch --num_processes N [--multi_gpu] -m
 benchmarks.scaling --worker ...`` runs ``python -m trainer.train`` (trainer.train.main)
 in every process, timed from inside its loop (benchmarks.common.time_training); rank 0
 writes its timing. Without GPUs, ACCELERATE_USE_CPU=1 with --multi_gpu gives N real
-processes over gloo (``--cpu --num_processes 2`` silently starts ONE process: FACTS.md),
+processes over gloo (``--cpu --num_processes 2`` silently starts ONE process),
 and each process gets cores / N threads. A run whose world size is not N is an error.
 
   weak    batch per process fixed (the project's batch_size is per process): global N x B
