@@ -91,3 +91,37 @@ def test_auto_is_recorded_resolved_and_the_run_resumes(avatar_dir: Path, tmp_pat
     again = train(*common, "steps=4", "--resume", "auto")  # the preset still says auto
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert "at step 2" in again.stdout
+
+
+def test_a_checkpoint_without_loss_scaler_state_loads_into_an_fp16_run(tmp_path: Path) -> None:
+    """On a GPU, fp16 gives Accelerate a GradScaler, and load_state then demands scaler.pt,
+    which a bf16 or fp32 checkpoint lacks. A CPU scaler stands in for the GPU's here."""
+    import torch
+    from accelerate import Accelerator
+
+    from trainer.precision import load_state_any_precision
+
+    def prepared(seed: int, scaler: torch.amp.GradScaler | None = None):
+        torch.manual_seed(seed)
+        acc = Accelerator(cpu=True)
+        acc.scaler = scaler  # set before prepare, as Accelerator(fp16) on a GPU does
+        model = torch.nn.Linear(4, 2)
+        return (acc, *acc.prepare(model, torch.optim.Adam(model.parameters())))
+
+    acc, model, _ = prepared(0)
+    acc.save_state(str(tmp_path / "ckpt"), safe_serialization=True)
+    assert not (tmp_path / "ckpt" / "scaler.pt").exists()
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+
+    plain = prepared(2, torch.amp.GradScaler("cpu"))[0]
+    with pytest.raises(FileNotFoundError):  # what the trainer's resume hit before
+        plain.load_state(str(tmp_path / "ckpt"))
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    acc16, model16, opt16 = prepared(1, scaler)
+    assert not all(torch.equal(v, saved[k]) for k, v in model16.state_dict().items())
+    note = load_state_any_precision(acc16, tmp_path / "ckpt")
+    assert "loss scale starts afresh" in note
+    assert acc16.scaler is scaler and opt16.scaler is scaler
+    for k, v in model16.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+    assert load_state_any_precision(acc, tmp_path / "ckpt") == ""  # no scaler: plain load

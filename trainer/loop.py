@@ -40,6 +40,7 @@ from trainer.checkpoints import nonfinite_report, resumable_checkpoint, write_me
 from trainer.config import TrainConfig, config_sha256, to_yaml
 from trainer.data.transforms import to_model_input
 from trainer.data.vocab import save_vocab
+from trainer.precision import load_state_any_precision
 from trainer.progress import Progress
 from trainer.recipes.base import Batch, Phase, Recipe
 from trainer.runs import (
@@ -284,7 +285,9 @@ class Trainer:
             self.acc.print(f"note: {ckpt} was written by {meta['world_size']} processes, "
                            f"resuming with {self.acc.num_processes}: the data order changes")
         try:
-            self.acc.load_state(str(ckpt))  # weights_only loads; weights are safetensors
+            note = load_state_any_precision(self.acc, ckpt)  # weights_only; safetensors
+            if note:
+                self.acc.print(note)
             ema = load_file(str(ckpt / EMA_FILE), device="cpu")  # copied to the device below
             self.ema.load_state_dict(ema)
         except (RuntimeError, KeyError, ValueError) as e:  # shapes of another config
@@ -597,7 +600,7 @@ def _gather_hostnames(acc: Accelerator) -> list[str]:
 
 
 def shutdown(acc: Accelerator, trainer: Trainer | None) -> None:
-    """Tear down in the order that avoids gloo's abort at exit (FACTS.md)."""
+    """Tear down in the order that avoids gloo's abort at exit (SIGABRT in about half of 2-process runs without it)."""
     acc.wait_for_everyone()
     if trainer is not None:
         trainer.recipe.models.clear()

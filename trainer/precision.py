@@ -105,6 +105,26 @@ def resolve_precision(explicit: str) -> tuple[str, str]:
     return decide(explicit, machine_facts())
 
 
+def load_state_any_precision(accelerator, checkpoint: str | Path) -> str:
+    """``accelerator.load_state``, also when the precision changed since the checkpoint.
+
+    An fp16 run on a GPU has a loss scaler, and Accelerate then expects its state in the
+    checkpoint; one written in bf16 or fp32 (e.g. auto on another machine) has none, and
+    loading would fail. The scaler then starts afresh. Returns a note saying so, or "".
+    """
+    scaler = getattr(accelerator, "scaler", None)
+    if scaler is None or (Path(checkpoint) / "scaler.pt").is_file():
+        accelerator.load_state(str(checkpoint))
+        return ""
+    accelerator.scaler = None  # the optimizers keep their reference to it
+    try:
+        accelerator.load_state(str(checkpoint))
+    finally:
+        accelerator.scaler = scaler
+    return (f"note: {checkpoint} holds no loss-scaler state (written without fp16); "
+            f"the fp16 loss scale starts afresh")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m trainer.precision [VALUE]``: the precision on stdout, why on stderr."""
     import argparse
