@@ -20,7 +20,8 @@ On a machine with a CUDA device, in this order:
               the test suite checks exact resume (tests/test_train.py).
   throughput  benchmarks.train_throughput on the GPU for cgan_avatars: the project's step
               against the pytorch/examples-style reference loop at batch 64 and
-              --large-batch, fp32 and bf16, with channels_last toggled, then with
+              --large-batch, fp32 and bf16, with channels_last toggled, the reference also
+              on the project's uint8 cache instead of PIL decoding, then with
               torch.compile; each row's share of the measured bf16 (or fp32) matmul peak.
   export      both bf16 generators (trained on the GPU) exported to ONNX on the CPU with
               ONNX Runtime parity on the CPU provider; on the CUDA provider as well when the
@@ -108,10 +109,12 @@ class Sizes:
     overrides: tuple[str, ...]  # for every training run
     throughput: tuple[tuple[int, str], ...]  # (batch, levers) per benchmark call, in order
     throughput_args: tuple[str, ...]
+    throughput_set: tuple[str, ...] = ()  # config overrides of every throughput run
 
 
 def gpu_sizes(args: argparse.Namespace) -> Sizes:
-    calls = [(64, "bf16,channels_last+bf16"), (args.large_batch, "bf16,channels_last+bf16")]
+    basic = "bf16,channels_last+bf16,cache+bf16"  # cache: the reference without PIL decoding
+    calls = [(64, basic), (args.large_batch, basic)]
     if not args.no_compile:
         calls += [(args.large_batch, "compile+bf16"), (64, "compile+bf16")]
     return Sizes(args.steps, 25, args.resume_at, args.resume_steps, (), tuple(calls),
@@ -121,7 +124,7 @@ def gpu_sizes(args: argparse.Namespace) -> Sizes:
 DRY = Sizes(6, 1, 2, 3, ("data.size=32", "batch_size=8", "model.g_ch=8", "model.d_ch=8",
                          "model.d_hidden=32", "model.tag_embed=8", "model.d_tag_embed=8",
                          "model.repeat_num=1", "model.d_repeat_num=3", "n_samples=8"),
-            ((4, "bf16"),), ("--tiny", "--set", "data.size=32"))
+            ((4, "bf16"),), ("--tiny",), ("data.size=32",))
 
 
 # -- set-up ----------------------------------------------------------------------------
@@ -359,7 +362,8 @@ def stage_throughput(data: Path, work: Path, sizes: Sizes, device: str,
         out = work / f"throughput-b{batch}-{levers.replace('+', '_').replace(',', '-')}.json"
         argv = ["--presets", "cgan_avatars", "--data", str(data), "--device", device,
                 "--batch", str(batch), "--levers", levers, "--json", str(out),
-                *sizes.throughput_args]
+                *sizes.throughput_args,
+                "--set", f"data.cache_dir={work / 'cache'}", *sizes.throughput_set]
         if sizes.throughput_args[:1] == ("--tiny",):
             argv.remove("--batch")
             argv.remove(str(batch))
