@@ -193,9 +193,9 @@ def test_truncate_metrics_drops_later_and_half_rows(tmp_path):
 # -- the run-folder lock -------------------------------------------------------------------
 def test_second_training_on_one_run_folder_exits_2_naming_the_first(avatar_dir, tmp_path):
     path = tmp_path / "run"
+    log = (tmp_path / "first.out").open("w")
     first = subprocess.Popen(train_cmd(path, avatar_dir, "steps=100000", "ckpt_every=1000"),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             env=env())
+                             stdout=log, stderr=subprocess.PIPE, text=True, env=env())
     try:
         deadline = time.monotonic() + 120
         while not (path / LOCK_FILE).is_file():
@@ -210,8 +210,12 @@ def test_second_training_on_one_run_folder_exits_2_naming_the_first(avatar_dir, 
     finally:
         first.send_signal(signal.SIGTERM)  # stops at the next step with a checkpoint
         first.wait(timeout=120)
+        log.close()
     assert first.returncode == 0
     assert not (path / LOCK_FILE).exists(), "released on exit"
+    said = (tmp_path / "first.out").read_text()
+    assert "stopped by a signal" in said and "--resume auto" in said
+    assert "done:" not in said and "next: python -m export" not in said
 
 
 def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
