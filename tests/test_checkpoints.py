@@ -149,6 +149,17 @@ def test_verify_names_the_broken_file(done_run, tmp_path, name):
     assert len(warnings) == 1 and str(newest / name) in warnings[0]
 
 
+def test_rng_states_of_every_writing_process_are_required(done_run, tmp_path):
+    """meta.json's world_size says how many RNG files must be there (a resume with a
+    different number of processes still verifies against what was written)."""
+    path = copy_run(done_run, tmp_path / "run")
+    newest = latest_checkpoint(path)
+    meta = json.loads((newest / "meta.json").read_text())
+    (newest / "meta.json").write_text(json.dumps({**meta, "world_size": 2}))
+    assert "random_states_1.pkl: missing" in verify_checkpoint(newest)
+    assert verify_checkpoint(newest, world_size=1) is None
+
+
 def test_no_usable_checkpoint_is_an_error(done_run, tmp_path):
     path = copy_run(done_run, tmp_path / "run")
     for ckpt in (path / "checkpoints").glob("step_*"):

@@ -275,7 +275,8 @@ class Trainer:
 
         Every file is read before anything is restored, so a resume is all or nothing.
         """
-        ckpt, broken = resumable_checkpoint(self.run_dir, self.acc.num_processes)
+        # The RNG states the checkpoint's own processes wrote must all be readable.
+        ckpt, broken = resumable_checkpoint(self.run_dir)
         for problem in broken:
             self.acc.print(f"warning: skipping a broken checkpoint: {problem}")
         if ckpt is None:
@@ -283,7 +284,8 @@ class Trainer:
         meta = json.loads((ckpt / META_FILE).read_text())
         if meta.get("world_size", self.acc.num_processes) != self.acc.num_processes:
             self.acc.print(f"note: {ckpt} was written by {meta['world_size']} processes, "
-                           f"resuming with {self.acc.num_processes}: the data order changes")
+                           f"resuming with {self.acc.num_processes}: the data order changes "
+                           f"(and processes it has no RNG state for start a fresh one)")
         try:
             note = load_state_any_precision(self.acc, ckpt)  # weights_only; safetensors
             if note:
