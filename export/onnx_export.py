@@ -76,6 +76,10 @@ class ParityError(ExportError):
     """ONNX Runtime disagrees with PyTorch beyond the tolerance."""
 
 
+class NonFiniteOutput(ExportError):
+    """The generator gives NaN/inf before export: a broken model is never written."""
+
+
 # -- what the graph takes ------------------------------------------------------------
 @dataclass(frozen=True)
 class Signature:
@@ -307,7 +311,7 @@ def export_generator(model: nn.Module, cfg: TrainConfig, vocab: Vocab | Domains 
     with torch.no_grad():
         probe = _wrap(model, sig)(*example)
     if not torch.isfinite(probe).all():
-        raise ExportError(f"the generator's output holds {int((~torch.isfinite(probe)).sum())} "
+        raise NonFiniteOutput(f"the generator's output holds {int((~torch.isfinite(probe)).sum())} "
                           f"NaN/inf values on random inputs; not exporting a broken model")
     if sig.kind == "stargan":
         used = norm_stats_in_use(model, example)
@@ -408,10 +412,13 @@ def export_run(run: str | Path, out_dir: str | Path, *, name: str | None = None,
         notes.append(f"config.yaml changed since step {loaded.step} was saved (hash "
                      f"{recorded[:12]} recorded, {current[:12]} now); metadata keeps the recorded")
     stem = name or run.resolve().name
-    result = export_generator(loaded.model, loaded.config, loaded.vocab,
-                              Path(out_dir) / f"{stem}.onnx", step=loaded.step,
-                              config_hash=recorded or current, opset=opset, fp16=fp16,
-                              batches=batches, seed=seed)
+    try:
+        result = export_generator(loaded.model, loaded.config, loaded.vocab,
+                                  Path(out_dir) / f"{stem}.onnx", step=loaded.step,
+                                  config_hash=recorded or current, opset=opset, fp16=fp16,
+                                  batches=batches, seed=seed)
+    except NonFiniteOutput as e:  # name the weights that give it
+        raise NonFiniteOutput(f"{ckpt / EMA_FILE}: {e}") from None
     result.notes += notes
     card = result.path.with_suffix(".md")
     write_text_atomic(card, model_card(stem, result.metadata, loaded.config, run, ckpt))

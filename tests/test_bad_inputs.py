@@ -111,6 +111,17 @@ def nan_weights(path: Path) -> Path:
     return path
 
 
+def nan_outputs(path: Path) -> Path:
+    """Finite weights whose outputs are NaN: negative BatchNorm variances (sqrt < 0)."""
+    state = load_file(path)
+    keys = [k for k in state if k.endswith("running_var")]
+    assert keys, "the generator has no BatchNorm to break"
+    for k in keys:
+        state[k] = torch.full_like(state[k], -1.0)
+    save_file(state, str(path))
+    return path
+
+
 def train_args(run: Path, data: Path, *extra: str) -> list[str]:
     return ["--config", "cgan_avatars", "--run-dir", str(run), f"data.path={data}", *TINY, *extra]
 
@@ -399,6 +410,14 @@ def _(d: Path, s: Shared) -> Case:
                 [str(bad), "non-finite"], [run])
 
 
+@case("export_nan_outputs")
+def _(d: Path, s: Shared) -> Case:
+    run = copy_run(s.gan_run, d / "run")
+    bad = nan_outputs(newest(run) / "g_ema.safetensors")
+    return Case("export", ["--run", str(run), "--out", str(d / "m")],
+                [str(bad), "NaN/inf"], [run])
+
+
 @case("export_out_is_a_file")
 def _(d: Path, s: Shared) -> Case:
     d.mkdir(parents=True)
@@ -445,6 +464,14 @@ def _(d: Path, s: Shared) -> Case:
     bad = nan_weights(newest(run) / "g_ema.safetensors")
     return Case("evaluate", ["--run", str(run), "--no-fid", "--out", str(d / "e")],
                 [str(bad), "non-finite"], [run])
+
+
+@case("evaluate_nan_outputs")
+def _(d: Path, s: Shared) -> Case:
+    run = copy_run(s.gan_run, d / "run")
+    bad = nan_outputs(newest(run) / "g_ema.safetensors")
+    return Case("evaluate", ["--run", str(run), "--no-fid", "--out", str(d / "e")],
+                [str(bad), "NaN/inf"], [run, s.avatars])
 
 
 @case("evaluate_missing_run")

@@ -4,8 +4,10 @@
 runs/NAME/
   config.yaml            resolved config
   vocab.json             tag groups or StarGAN domains, in order
-  checkpoints/step_N/    accelerate save_state + g_ema.safetensors + meta.json
+  checkpoints/step_N/    accelerate save_state + g_ema.safetensors + meta.json (written
+                         last, with every file's size); only finite weights are saved
   checkpoints/latest     names the newest complete checkpoint (written last, atomically)
+  train.lock             host and pid of the training that holds the folder (while it runs)
   samples/step_N.png     fixed inputs all run long; progress.png, losses.png
   metrics.jsonl          one JSON line per log step
   tb/                    TensorBoard events

@@ -89,6 +89,30 @@ def unwrap(G: nn.Module) -> nn.Module:
         G = inner
 
 
+@torch.no_grad()
+def refuse_nonfinite_outputs(loaded, dataset: object, n: int = 4) -> None:
+    """EvalError naming the weights when G gives NaN/inf on a few real inputs.
+
+    Scores of such a generator would be meaningless numbers, not an error.
+    """
+    from trainer.runs import EMA_FILE
+
+    G = loaded.model
+    labels = dataset.labels[:n].float()  # type: ignore[attr-defined]
+    with preserved_rng():
+        if _is_domains(loaded.vocab):
+            x = dataset.images[:n].float().div(127.5).sub(1.0)  # type: ignore[attr-defined]
+            out = G(x, labels)
+        else:
+            z = torch.randn(len(labels), generator_z_dim(G),
+                            generator=torch.Generator().manual_seed(0))
+            out = G(z, labels if loaded.vocab is not None else None)
+    if not torch.isfinite(out).all():
+        raise EvalError(f"{loaded.checkpoint / EMA_FILE}: the generator's outputs hold "
+                        f"{int((~torch.isfinite(out)).sum())} NaN/inf values; not evaluating "
+                        f"a broken model (choose an earlier --checkpoint)")
+
+
 def _is_domains(vocab: object) -> bool:
     from trainer.data.vocab import Domains
 
@@ -337,9 +361,10 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None,
     opts = opts or EvalOptions()
     start = time.perf_counter()
     run_dir = Path(run_dir)
-    loaded = load_generator(run_dir, checkpoint)
+    loaded = load_generator(run_dir, checkpoint)  # refuses non-finite weights, naming the file
     dataset = load_run_dataset(loaded.config, data)
     check_pairing(loaded.vocab, dataset)
+    refuse_nonfinite_outputs(loaded, dataset)
     with preserved_rng():
         m, pics = evaluate_generator(loaded.model, dataset, loaded.vocab, opts, log)
     m["run"] = {"dir": run_dir.name, "name": loaded.config.name, "step": loaded.step,
