@@ -248,6 +248,11 @@ def check_parity(model: nn.Module, path: str | Path, sig: Signature,
     return diffs
 
 
+def parity_ok(diffs: dict[int, float], tol: float) -> bool:
+    """Every difference finite and within ``tol``: ``nan > tol`` is False, so NaN must fail here."""
+    return all(math.isfinite(d) and d <= tol for d in diffs.values())
+
+
 # -- export ---------------------------------------------------------------------------
 @dataclass
 class ExportResult:
@@ -349,7 +354,7 @@ def export_generator(model: nn.Module, cfg: TrainConfig, vocab: Vocab | Domains 
         opset_used = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
         diffs = check_parity(model, tmp, sig, batches, seed + 1)
         tol = FP16_TOL if fp16 else FP32_TOL
-        if not all(math.isfinite(d) and d <= tol for d in diffs.values()):  # NaN fails too
+        if not parity_ok(diffs, tol):
             raise ParityError("ONNX Runtime differs from PyTorch: " + ", ".join(
                 f"batch {b} max abs diff {d:.2e}" for b, d in diffs.items())
                 + f" > {tol:.0e}; no file written")

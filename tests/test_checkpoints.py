@@ -128,6 +128,15 @@ def test_export_refuses_nan_outputs(tmp_path):
     assert not (tmp_path / "g.onnx").exists()
 
 
+def test_parity_fails_on_nan():
+    from export.onnx_export import parity_ok
+
+    assert parity_ok({1: 0.0, 8: 1e-5}, 1e-4)
+    assert not parity_ok({1: 0.0, 8: float("nan")}, 1e-4)
+    assert not parity_ok({1: float("inf")}, 1e-4)
+    assert not parity_ok({1: 2e-4}, 1e-4)
+
+
 # -- verified resume -----------------------------------------------------------------------
 BREAKS = {
     "model.safetensors": lambda p: p.write_bytes(p.read_bytes()[:1000]),
