@@ -1,13 +1,17 @@
 """The Gradio app: every ``.onnx`` file of a models folder, one ONNX Runtime session each.
 
 Tab "Generate" (GAN models): one dropdown per tag group read from the model's
-metadata ("random" allowed), a seed, a count and two experiments: "same tags,
-different noise" and "same noise, every <group> tag". Tab "Style transfer"
-(StarGAN models): an upload or an example from ``DIR/examples/``, the domains
-the input already has, the target domains; input and translations side by side.
-Outputs are PNG files written here (exact pixels, the request in PNG text chunks).
+metadata ("random" allowed), a seed, a count, a truncation psi and two experiments:
+"same tags, different noise" and "same noise, every <group> tag"; and a latent walk
+from the seed's noise to another seed's. Tab "Style transfer" (StarGAN models): an
+upload or an example from ``DIR/examples/`` (its domains ticked from the sidecar), the
+domains the input already has, the changes it can take; input and translations side
+by side. Outputs are PNG files written here (exact pixels, the request in PNG text
+chunks), returned once per call.
 
-Named API endpoints for gradio_client (docs/demo.md): ``/generate`` and ``/translate``.
+Named API endpoints for gradio_client (docs/demo.md): ``/generate``, ``/walk`` and
+``/translate``. They take the components' raw values (``preprocess=False``) and check
+them here, so every bad value is one ``gr.Error`` line, never a gradio traceback.
 Only ``export.runtime`` (numpy + onnxruntime) runs the models; torch is never imported.
 
     demo = build_app("models")       # module level works too: the models load at once
@@ -37,7 +41,8 @@ import gradio as gr
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from export.runtime import RANDOM, InputError, Model, load_model
+from demo.examples import ATTRIBUTES as EXAMPLE_ATTRIBUTES
+from export.runtime import RANDOM, InputError, Model, load_model, slerp
 
 log = logging.getLogger("tagface.demo")
 
@@ -45,6 +50,7 @@ NOISE = "noise"  # mode: same tags, different noise
 EVERY = "every "  # mode prefix: same noise, every tag of one group ("every hair")
 MAX_COUNT = 64  # images of one "noise" request
 MAX_ROWS = 16  # noise rows of one "every <group>" grid
+MAX_FRAMES = 32  # frames of one latent walk
 MAX_PIXELS = 40_000_000  # uploads with more pixels are refused before decoding
 DEFAULT_UPLOAD_MB = 10.0  # the CLI's --max-upload-mb default
 PAD = 2  # white pixels between grid cells
@@ -52,7 +58,13 @@ CSS = """#gen-output img, #tr-output img {width: 100%; height: 100%; object-fit:
 #gen-output img, #tr-output img, #tr-input img {image-rendering: pixelated;}"""  # launch(css=)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 KEEP_OUTPUTS_S = 3600  # written PNGs older than this are deleted
-CHOICE_NAMES = ("model", "seed", "count", "mode")  # generate's own parameters
+CHOICE_NAMES = ("model", "seed", "count", "mode", "psi",  # generate's own parameters
+                "seed_a", "seed_b", "frames")  # and walk's
+# How image inputs are prepared when a model's metadata has no "preprocess" (files of
+# format 1): what training always did. PIL filters by the metadata's names.
+DEFAULT_PREPROCESS = {"alpha": "white", "crop": "center", "resize": "bilinear"}
+RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+              "lanczos": Image.Resampling.LANCZOS, "nearest": Image.Resampling.NEAREST}
 
 
 class DemoError(ValueError):
@@ -111,15 +123,23 @@ def load_catalog(models_dir: str | Path, device: str = "auto") -> Catalog:
 
 
 def find_examples(folder: Path) -> list[Example]:
-    """Images of ``folder``, each with the domains of an optional ``<stem>.json``
-    (``{"source": ["Black_Hair", ...]}``)."""
+    """Images of ``folder``, each with the domains it has: from ``attributes.json``
+    (``{"1.png": ["Blond_Hair", ...]}``, written by ``python -m demo.examples``) or an
+    image's own ``<stem>.json`` (``{"source": ["Black_Hair", ...]}``)."""
     if not folder.is_dir():
         return []
+    table: dict[str, list[str]] = {}
+    listing = folder / EXAMPLE_ATTRIBUTES
+    if listing.is_file():
+        try:
+            table = {str(k): [str(a) for a in v] for k, v in json.loads(listing.read_text()).items()}
+        except (ValueError, AttributeError, TypeError) as e:
+            log.warning("%s: ignored (%s)", listing.name, e)
     out = []
     for p in sorted(folder.iterdir()):
         if p.suffix.lower() not in IMAGE_SUFFIXES:
             continue
-        source: tuple[str, ...] = ()
+        source: tuple[str, ...] = tuple(table.get(p.name, ()))
         side = p.with_suffix(".json")
         if side.is_file():
             try:
@@ -173,6 +193,17 @@ def _int(value: Any, name: str, lo: int, hi: int) -> int:
     return int(f)
 
 
+def _psi(value: Any) -> float:
+    """The truncation psi of a request: a number in (0, 1]; 1 (and no value) = off."""
+    try:
+        f = float(value if value is not None else 1.0)
+    except (TypeError, ValueError):
+        f = math.nan
+    if not (math.isfinite(f) and 0.0 < f <= 1.0):
+        raise InputError(f"truncation psi must be a number in (0, 1] (1 = off), got {value!r}")
+    return f
+
+
 @dataclass
 class Grid:
     image: np.ndarray  # uint8 [H, W, 3], cells separated by PAD white pixels
@@ -182,11 +213,12 @@ class Grid:
 
 
 def generate_grid(model: Model, tags: Mapping[str, str | None], seed: int, count: int,
-                  mode: str) -> Grid:
+                  mode: str, psi: float = 1.0) -> Grid:
     """One request of the Generate tab; the same arguments give the same pixels.
 
     ``noise``: ``count`` images, each its own noise (and its own draw of "random"
     groups). ``every G``: ``count`` rows of one noise each, one column per tag of G.
+    ``psi``: truncation of the noise (export.runtime sample_z; 1 = off).
     """
     groups = model.meta.tag_groups
     valid = [v for _, v in mode_choices(model)]
@@ -204,7 +236,7 @@ def generate_grid(model: Model, tags: Mapping[str, str | None], seed: int, count
                  else g.tags[int(drawn[g.name][i])] for g in groups} for i in range(n)]
 
     if mode == NOISE:
-        z = model.sample_z(count, rng)  # noise first, so a seed's noise never depends on tags
+        z = model.sample_z(count, rng, psi)  # noise first: a seed's noise never depends on tags
         cells = draw(count) if groups else [{} for _ in range(count)]
         cols = math.ceil(math.sqrt(count))
     else:
@@ -212,11 +244,35 @@ def generate_grid(model: Model, tags: Mapping[str, str | None], seed: int, count
         rows = min(count, MAX_ROWS)
         if rows < count:
             notes.append(f"{rows} rows (the most for one grid)")
-        z = np.repeat(model.sample_z(rows, rng), len(sweep.tags), axis=0)
+        z = np.repeat(model.sample_z(rows, rng, psi), len(sweep.tags), axis=0)
         cells = [{**row, sweep.name: t} for row in draw(rows) for t in sweep.tags]
         cols = len(sweep.tags)
     images = model.generate(cells if groups else None, z=z)
     return Grid(tile(images, cols), cells, cols, notes)
+
+
+def _draw_tags(model: Model, choice: Mapping[str, str], rng: np.random.Generator
+               ) -> dict[str, str]:
+    """One tag per group: the chosen one, or a draw from ``rng`` for "random"."""
+    return {g.name: g.tags[int(rng.integers(len(g.tags), size=1)[0])] if choice[g.name] == RANDOM
+            else choice[g.name] for g in model.meta.tag_groups}
+
+
+def walk_strip(model: Model, tags: Mapping[str, str | None], seed_a: int, seed_b: int,
+               frames: int, psi: float = 1.0) -> Grid:
+    """A latent walk: ``frames`` images from seed A's noise to seed B's (slerp), one row.
+
+    Each end is the first image of its seed's "noise" grid (same noise, and "random"
+    groups drawn the same way, from seed A for the whole strip), so only the noise moves.
+    """
+    choice = resolve_tags(model, tags)
+    rng = np.random.default_rng(seed_a)
+    z_a = model.sample_z(1, rng, psi)
+    cell = _draw_tags(model, choice, rng)
+    z = slerp(z_a, model.sample_z(1, seed_b, psi), frames)
+    cells = [cell] * frames
+    images = model.generate(cells if model.meta.tag_groups else None, z=z)
+    return Grid(tile(images, frames), cells, frames, [])
 
 
 def tile(images: np.ndarray, cols: int, pad: int = PAD) -> np.ndarray:
@@ -232,12 +288,15 @@ def tile(images: np.ndarray, cols: int, pad: int = PAD) -> np.ndarray:
 
 # -- style transfer -------------------------------------------------------------------
 def read_upload(source: str | Path | bytes, size: int, max_bytes: int,
-                name: str = "") -> tuple[np.ndarray, list[str]]:
+                name: str = "", preprocess: Mapping[str, Any] | None = None
+                ) -> tuple[np.ndarray, list[str]]:
     """uint8 [size, size, 3] from an image file of any size and mode, and what was done.
 
     RGBA / LA / transparent palette images are flattened onto white (as the training
     avatars), other modes converted to RGB, EXIF rotation applied, the first frame of an
-    animation taken, the centre square cropped and resized. InputError for files that
+    animation taken, then the model's ``preprocess`` metadata followed as training did
+    (trainer.data.load_image): the centred square, offset ``round((W - side) / 2)``,
+    resized with its filter (bilinear). InputError for files that
     are too big, too many pixels, or not images.
     """
     data = source if isinstance(source, bytes) else None
@@ -272,14 +331,19 @@ def read_upload(source: str | Path | bytes, size: int, max_bytes: int,
         notes.append(f"{'grayscale' if im.mode in ('L', '1', 'I', 'I;16', 'F') else im.mode} "
                      f"converted to RGB")
     im = im.convert("RGB")
+    prep = {**DEFAULT_PREPROCESS, **(preprocess or {})}
+    resample = RESAMPLING.get(str(prep["resize"]))
+    if prep["crop"] != "center" or resample is None:
+        raise InputError(f"this model asks for preprocessing the demo does not know: {prep}")
     w, h = im.size
     if w != h:
         s = min(w, h)
-        im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+        left, top = int(round((w - s) / 2.0)), int(round((h - s) / 2.0))  # as torchvision
+        im = im.crop((left, top, left + s, top + s))
         notes.append(f"centre {s}x{s} of {w}x{h} cropped")
     if im.size != (size, size):
         notes.append(f"resized from {im.width}x{im.height} to {size}x{size}")
-        im = im.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        im = im.resize((size, size), resample)
     return np.asarray(im, dtype=np.uint8), notes
 
 
@@ -304,6 +368,28 @@ def domain_targets(model: Model, targets: Sequence[str],
         else:
             on = src[names.index(d)] == 0
             out.append((d if on else f"no {d}", model.encode_domains({d: float(on)}, source=src)))
+    return out
+
+
+def source_domains(model: Model, names: Sequence[str]) -> list[str]:
+    """The model's domains among ``names`` (case ignored), in the model's order."""
+    want = {str(n).strip().lower() for n in names}
+    return [d for d in model.meta.domains if d.lower() in want]
+
+
+def target_choices(model: Model, source: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """(label, domain) of every change an input with the ``source`` domains can take.
+
+    A member of an exclusive set that the input has (its own hair colour) is no change
+    and is left out; any other domain it has is offered as "no X" (domain_targets
+    switches it off), so a short-haired face is never offered "Short_Hair".
+    """
+    has = set(source_domains(model, source))
+    out = []
+    for d in model.meta.domains:
+        if d in has and any(d in group for group in model.meta.exclusive):
+            continue
+        out.append((f"no {d}" if d in has else d, d))
     return out
 
 
@@ -412,33 +498,63 @@ class DemoApp:
 
     # -- endpoints --------------------------------------------------------------------
     def generate(self, model: str, seed: float = 0, count: float = 8, mode: str = NOISE,
-                 **tags: str) -> tuple[str, str, str]:
+                 psi: float = 1.0, **tags: str) -> tuple[str, str]:
         """A grid PNG of a GAN model. Tags: one keyword per tag group (e.g. hair="blue",
         eyes="random"); mode "noise" (same tags, different noise) or "every <group>"
-        (same noise, every tag of the group). Returns (grid PNG, the same file to
-        download, a Markdown caption)."""
+        (same noise, every tag of the group); psi: truncation in (0, 1], 1 = off.
+        Returns (grid PNG, a Markdown caption)."""
         mode = mode or NOISE
         try:
             name, m = self._model(model, self.catalog.generators, "GAN")
             seed_i = _int(seed, "seed", 0, 2**63 - 1)
             count_i = _int(count, "count", 1, MAX_COUNT)
+            psi_f = _psi(psi)
             request = resolve_tags(m, {g: tags.get(p) for g, p in self.params.items()})
             t0 = time.perf_counter()
-            grid = generate_grid(m, request, seed_i, count_i, mode)
+            grid = generate_grid(m, request, seed_i, count_i, str(mode), psi_f)
             ms = (time.perf_counter() - t0) * 1000
         except InputError as e:
             raise gr.Error(str(e), print_exception=False) from None
-        stem = f"{name}_{_tags_text(request)}_{mode}_seed{seed_i}_x{count_i}".replace(" ", "-")
+        trunc = f"_psi{psi_f:g}" if psi_f < 1 else ""
+        stem = (f"{name}_{_tags_text(request)}_{mode}_seed{seed_i}_x{count_i}{trunc}"
+                .replace(" ", "-"))
         path = save_png(grid.image, stem, {
             "tagface:model": name, "tagface:mode": mode, "tagface:seed": str(seed_i),
-            "tagface:count": str(count_i), "tagface:tags": json.dumps(grid.cells)})
-        return path, path, self._caption(name, m, grid, mode, seed_i, ms)
+            "tagface:count": str(count_i), "tagface:psi": f"{psi_f:g}",
+            "tagface:tags": json.dumps(grid.cells)})
+        return path, self._caption(name, m, grid, mode, f"seed {seed_i}", ms, psi_f)
 
-    def _caption(self, name: str, m: Model, grid: Grid, mode: str, seed: int,
-                 ms: float) -> str:
+    def walk(self, model: str, seed_a: float = 0, seed_b: float = 1, frames: float = 8,
+             psi: float = 1.0, **tags: str) -> tuple[str, str]:
+        """A latent walk of a GAN model: one row of ``frames`` images whose noise moves
+        from seed A's to seed B's (spherical interpolation), tags fixed ("random" groups
+        drawn once, from seed A). Returns (strip PNG, a Markdown caption)."""
+        try:
+            name, m = self._model(model, self.catalog.generators, "GAN")
+            a = _int(seed_a, "seed A", 0, 2**63 - 1)
+            b = _int(seed_b, "seed B", 0, 2**63 - 1)
+            n = _int(frames, "frames", 2, MAX_FRAMES)
+            psi_f = _psi(psi)
+            request = resolve_tags(m, {g: tags.get(p) for g, p in self.params.items()})
+            t0 = time.perf_counter()
+            grid = walk_strip(m, request, a, b, n, psi_f)
+            ms = (time.perf_counter() - t0) * 1000
+        except InputError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        trunc = f"_psi{psi_f:g}" if psi_f < 1 else ""
+        stem = f"{name}_{_tags_text(request)}_walk_seed{a}-{b}_x{n}{trunc}".replace(" ", "-")
+        path = save_png(grid.image, stem, {
+            "tagface:model": name, "tagface:mode": "walk", "tagface:seeds": f"{a},{b}",
+            "tagface:frames": str(n), "tagface:psi": f"{psi_f:g}",
+            "tagface:tags": json.dumps(grid.cells[0])})
+        return path, self._caption(name, m, grid, NOISE, f"seed {a} to seed {b}", ms, psi_f)
+
+    def _caption(self, name: str, m: Model, grid: Grid, mode: str, seeds: str,
+                 ms: float, psi: float = 1.0) -> str:
         n = len(grid.cells)
         head = (f"`{name}` on **{m.provider}**: {n} image{'s' * (n != 1)} in {ms:.0f} ms, "
-                f"seed {seed}" + "".join(f", {x}" for x in grid.notes) + ".")
+                f"{seeds}" + (f", truncation psi {psi:g}" if psi < 1 else "")
+                + "".join(f", {x}" for x in grid.notes) + ".")
         if not m.meta.tag_groups:
             return head
         if mode == NOISE:
@@ -462,7 +578,7 @@ class DemoApp:
             name, m = self._model(model, self.catalog.translators, "StarGAN")
             upload = _upload_source(image)
             pixels, notes = read_upload(upload, m.meta.image_size, self.max_bytes,
-                                        _orig_name(image))
+                                        _orig_name(image), m.meta.preprocess)
             plan = domain_targets(m, list(targets or []), list(source or []))
             t0 = time.perf_counter()
             out = m.translate(pixels[None], np.stack([v for _, v in plan]))  # [K, S, S, 3]
@@ -482,12 +598,24 @@ class DemoApp:
         return path, caption
 
     # -- page updates (not API endpoints) ----------------------------------------------
-    def on_example(self, evt: gr.SelectData) -> tuple[str, list[str]]:
-        """The clicked example image and the domains its sidecar JSON lists."""
+    def on_example(self, model: str, evt: gr.SelectData) -> tuple[str, list[str]]:
+        """The clicked example image and the domains of the model that its sidecar lists
+        (names matched without case)."""
         ex = self.catalog.examples[evt.index]  # type: ignore[index]
         shown = evt.value.get("image") if isinstance(evt.value, Mapping) else None
         cached = shown.get("path") if isinstance(shown, Mapping) else None  # gradio's copy
-        return str(cached or ex.path), list(ex.source)
+        m = self.catalog.translators.get(model) or next(iter(self.catalog.translators.values()))
+        return str(cached or ex.path), source_domains(m, ex.source)
+
+    def on_source(self, model: str, source: Sequence[str] | None,
+                  targets: Sequence[str] | None) -> Any:
+        """Target checkboxes for the input's domains: see target_choices."""
+        m = self.catalog.translators.get(model)
+        if m is None:
+            return gr.update()
+        choices = target_choices(m, list(source or []))
+        kept = [t for t in targets or [] if t in {v for _, v in choices}]
+        return gr.update(choices=choices, value=kept)
 
     def on_generator(self, model: str) -> list[Any]:
         """Dropdowns, modes and info line for the chosen GAN model."""
@@ -505,7 +633,8 @@ class DemoApp:
         if m is None:
             return [gr.update(), gr.update(), ""]
         d = list(m.meta.domains)
-        return [gr.update(choices=d, value=[]), gr.update(choices=d, value=[]), _model_line(m)]
+        return [gr.update(choices=d, value=[]), gr.update(choices=target_choices(m), value=[]),
+                _model_line(m)]
 
 
 def _tags_text(tags: Mapping[str, str]) -> str:
@@ -568,18 +697,33 @@ def _generate_tab(app: DemoApp) -> None:
                 count = gr.Slider(1, MAX_COUNT, value=8, step=1, label="Count",
                                   info=f"images; rows (up to {MAX_ROWS}) of an 'every' grid",
                                   elem_id="gen-count")
+            psi = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="truncation psi",
+                            info="1 = off; lower trades variety for fidelity (noise "
+                                 "coordinates beyond the psi quantile are redrawn)",
+                            elem_id="gen-psi")
             with gr.Row():
                 dice = gr.Button("New seed", size="sm")
                 go = gr.Button("Generate", variant="primary", elem_id="gen-button")
+            with gr.Accordion("Latent walk: from one seed's noise to another's", open=False,
+                              elem_id="walk"):
+                with gr.Row():
+                    seed_b = gr.Number(1, label="to seed", precision=0, minimum=0,
+                                       elem_id="walk-seed-b")
+                    frames = gr.Slider(2, MAX_FRAMES, value=8, step=1, label="Frames",
+                                       elem_id="walk-frames")
+                walk = gr.Button("Walk from Seed to this seed", elem_id="walk-button")
         with gr.Column(scale=2):
             grid = gr.Image(label="Grid (PNG)", type="filepath", format="png", height=520,
                             interactive=False, elem_id="gen-output",
                             buttons=["download", "fullscreen"])
             caption = gr.Markdown(label="Caption", elem_id="gen-caption")
-            download = gr.DownloadButton("Download grid (PNG)", elem_id="gen-download")
-    go.click(app.generate, inputs=[model, seed, count, mode],
-             inputs_kwargs={app.params[g]: dd for g, dd in dropdowns.items()},
-             outputs=[grid, download, caption], api_name="generate")
+    tag_inputs = {app.params[g]: dd for g, dd in dropdowns.items()}
+    # preprocess=False: the raw values reach the app, whose own checks answer in one line
+    # (gradio's would print a traceback and let seed 1.5 through, rounded).
+    go.click(app.generate, inputs=[model, seed, count, mode, psi], inputs_kwargs=tag_inputs,
+             outputs=[grid, caption], api_name="generate", preprocess=False)
+    walk.click(app.walk, inputs=[model, seed, seed_b, frames, psi], inputs_kwargs=tag_inputs,
+               outputs=[grid, caption], api_name="walk", preprocess=False)
     dice.click(lambda: int(np.random.default_rng().integers(2**31)), outputs=seed,
                api_visibility="private", queue=False)
     model.change(app.on_generator, inputs=model, outputs=[*dropdowns.values(), mode, info],
@@ -604,8 +748,9 @@ def _transfer_tab(app: DemoApp, max_upload_mb: float) -> None:
                              sources=["upload", "clipboard"], elem_id="tr-input")
             source = gr.CheckboxGroup(domains, label="The input already has",
                                       elem_id="tr-source")
-            targets = gr.CheckboxGroup(domains, label="Translate to (one column each; "
-                                       "none ticked = every domain)", elem_id="tr-targets")
+            targets = gr.CheckboxGroup(target_choices(first), label="Translate to (one column "
+                                       "each; none ticked = every domain)",
+                                       elem_id="tr-targets")
             go = gr.Button("Translate", variant="primary", elem_id="tr-button")
             examples = app.catalog.examples
             if examples:
@@ -613,7 +758,7 @@ def _transfer_tab(app: DemoApp, max_upload_mb: float) -> None:
                                       for e in examples], label="Examples: click one",
                                      columns=6, height=240, allow_preview=False,
                                      interactive=False, elem_id="tr-examples")
-                gallery.select(app.on_example, outputs=[image, source],
+                gallery.select(app.on_example, inputs=model, outputs=[image, source],
                                api_visibility="private", queue=False)
         with gr.Column(scale=2):
             strip = gr.Image(label="Input and translations (PNG)", type="filepath", height=300,
@@ -624,6 +769,9 @@ def _transfer_tab(app: DemoApp, max_upload_mb: float) -> None:
              api_name="translate", preprocess=False)
     # An uploaded face's domains are unknown: untick what an example had set.
     image.upload(lambda: [], outputs=source, api_visibility="private", queue=False)
+    # What the input has decides which changes are offered (and how they are labelled).
+    source.change(app.on_source, inputs=[model, source, targets], outputs=targets,
+                  api_visibility="private", queue=False)
     model.change(app.on_translator, inputs=model, outputs=[source, targets, info],
                  api_visibility="private", queue=False)
 

@@ -53,9 +53,9 @@ say "4/6 train stargan_avatars for up to $STARGAN_MINUTES min"
 say "5/6 export to ONNX: $MODELS"
 "$TAGFACE" export --run "$RUNS/cgan_avatars" --out "$MODELS"
 "$TAGFACE" export --run "$RUNS/stargan_avatars" --out "$MODELS"
-mkdir -p "$MODELS/examples"
-# A few held-out avatars as style-transfer examples (the last ids are never used by tests).
-for f in $(ls "$DATA/images" | sort -V | tail -n 4); do cp "$DATA/images/$f" "$MODELS/examples/"; done
+# A few held-out avatars as style-transfer examples (the last ids are never used by tests),
+# with the domains each has (examples/attributes.json, from list_attr.txt).
+"$PYV" -m demo.examples --data "$DATA" --out "$MODELS/examples" --last 4
 
 say "6/6 demo on http://$HOST:$PORT (Ctrl-C to stop); ready after $(( $(date +%s) - START )) s"
 if [ -n "${SKIP_DEMO:-}" ]; then exit 0; fi

@@ -241,6 +241,23 @@ def as_rgb_batch(image: np.ndarray) -> tuple[np.ndarray, bool]:
     return a, single
 
 
+def slerp(a: np.ndarray, b: np.ndarray, frames: int) -> np.ndarray:
+    """``frames`` noise vectors [frames, D] from ``a`` to ``b`` (both [D] or [1, D]) along
+    the great circle between them, the usual latent walk for Gaussian noise: a straight
+    line would pass through vectors of atypically small norm. Ends are ``a`` and ``b``."""
+    a = np.asarray(a, np.float64).reshape(-1)
+    b = np.asarray(b, np.float64).reshape(-1)
+    t = np.linspace(0.0, 1.0, frames)[:, None]
+    cos = np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12)
+    omega = np.arccos(np.clip(cos, -1.0, 1.0))
+    if np.sin(omega) < 1e-6:  # (anti)parallel: the circle is not defined, walk straight
+        out = (1 - t) * a + t * b
+    else:
+        out = (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
+    out[0], out[-1] = a, b
+    return out.astype(np.float32)
+
+
 # -- the model -----------------------------------------------------------------------
 class Model:
     """One exported generator: an ORT session, its metadata, and name-based input encoding."""

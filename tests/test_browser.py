@@ -77,7 +77,7 @@ def pick(page, dropdown: str, option: str) -> None:
 def test_generate_then_style_transfer(tmp_path_factory: pytest.TempPathFactory,
                                       tmp_path: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
-    from demo.app import find_examples
+    from demo.app import domain_targets, find_examples, read_upload, source_domains, target_choices
     from export.runtime import load_model
 
     models = Path(os.environ.get("TAGFACE_DEMO_MODELS") or shared_models(tmp_path_factory))
@@ -126,20 +126,55 @@ def test_generate_then_style_transfer(tmp_path_factory: pytest.TempPathFactory,
             # Style transfer: an example sets the input and its domains; then an upload.
             page.get_by_role("tab", name="Style transfer").click()
             page.wait_for_selector("#tr-button", timeout=WAIT_MS)
-            if page.locator("#tr-examples").count():
-                page.locator("#tr-examples button.thumbnail-item").first.click()
+            examples = find_examples(models / "examples")
+            known = [i for i, e in enumerate(examples) if source_domains(star, e.source)]
+            if known:
+                # The example's domains are ticked (its sidecar), and a non-hair target
+                # keeps the rest of them: the hair colour goes into the domain vector.
+                ex = examples[known[0]]
+                has = source_domains(star, ex.source)
+                page.locator("#tr-examples button.thumbnail-item").nth(known[0]).click()
                 page.locator("#tr-input img").wait_for(state="visible", timeout=WAIT_MS)
-                ticked = len(find_examples(models / "examples")[0].source)  # its JSON
                 page.wait_for_function(
-                    f"document.querySelectorAll('#tr-source input:checked').length == {ticked}",
+                    f"document.querySelectorAll('#tr-source input:checked').length == "
+                    f"{len(has)}", timeout=WAIT_MS)
+                ticked = page.eval_on_selector_all(
+                    "#tr-source label", "ls => ls.filter(l => l.querySelector("
+                    "'input:checked')).map(l => l.innerText.trim())")
+                assert sorted(ticked) == sorted(has), ticked
+                offered = dict(target_choices(star, has))  # label -> domain
+                page.wait_for_function(  # the targets follow the ticked domains
+                    f"document.querySelectorAll('#tr-targets label').length == {len(offered)}",
                     timeout=WAIT_MS)
+                labels = page.eval_on_selector_all(
+                    "#tr-targets label", "ls => ls.map(l => l.innerText.trim())")
+                assert sorted(labels) == sorted(offered), labels
+                other = next(lab for lab, d in offered.items()
+                             if not any(d in g for g in star.meta.exclusive))
+                page.locator("#tr-targets label", has_text=other).click()
+                page.click("#tr-button")
+                src, strip = shown_png(page, "#tr-output")
+                pixels, _ = read_upload(ex.path, star.meta.image_size, 2**24,
+                                        preprocess=star.meta.preprocess)
+                (label, vector), = domain_targets(star, [offered[other]], has)
+                hair = [d for g in star.meta.exclusive for d in g if d in has]
+                assert label == other and all(vector[star.meta.domains.index(d)] == 1
+                                              for d in hair), (label, vector)
+                s = star.meta.image_size
+                assert np.abs(strip[:, s + 2:].astype(int)
+                              - star.translate(pixels, vector).astype(int)).max() <= 1
+                assert f"Columns: input | {other}" in page.inner_text("#tr-caption")
+                page.locator("#tr-targets label", has_text=other).click()  # untick
             page.set_input_files("#tr-input input[type=file]", str(upload))
             page.locator("#tr-input img").wait_for(state="visible", timeout=WAIT_MS)
             page.wait_for_function("!document.querySelector('#tr-source input:checked')",
                                    timeout=WAIT_MS)  # an upload's domains are unknown
+            page.wait_for_function(  # so every domain is a target again
+                f"document.querySelectorAll('#tr-targets label').length == "
+                f"{len(star.meta.domains)}", timeout=WAIT_MS)
             page.locator("#tr-targets label", has_text=target).click()
             page.click("#tr-button")
-            _, strip = shown_png(page, "#tr-output")
+            _, strip = shown_png(page, "#tr-output", previous=src if known else None)
             s = star.meta.image_size
             assert strip.shape == (s, 2 * s + 2, 3)  # input | one translation
             caption = page.inner_text("#tr-caption")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -90,6 +91,9 @@ def write_examples(folder: Path) -> None:
     (folder / "face_a.json").write_text(json.dumps({"source": ["Black_Hair"]}))
     gray = (np.add.outer(np.arange(70), np.arange(70)) % 256).astype(np.uint8)
     Image.fromarray(gray, "L").save(folder / "face_b.jpg", quality=95)
+    # As python -m demo.examples writes it; names the model lacks (eye colours) are ignored.
+    (folder / "attributes.json").write_text(json.dumps(
+        {"face_b.jpg": ["Blond_Hair", "Green_Eyes", "Eyeglasses"]}))
 
 
 def shared_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -206,7 +210,8 @@ def test_catalog(models_dir: Path, app, tmp_path: Path) -> None:
     cat = app.catalog
     assert set(cat.generators) == {"cgan", "uncond"} and set(cat.translators) == {"stargan"}
     assert [(e.path.name, e.source) for e in cat.examples] == [
-        ("face_a.png", ("Black_Hair",)), ("face_b.jpg", ())]
+        ("face_a.png", ("Black_Hair",)), ("face_b.jpg", ("Blond_Hair", "Green_Eyes",
+                                                         "Eyeglasses"))]
     assert app.groups == ["hair", "eyes"] and app.params == {"hair": "hair", "eyes": "eyes"}
     table = models_table(cat)
     assert "CPUExecutionProvider" in table and "`stargan`" in table
@@ -228,9 +233,9 @@ def test_catalog(models_dir: Path, app, tmp_path: Path) -> None:
 
 def test_generate_same_tags_different_noise(app) -> None:
     m = app.catalog.generators["cgan"]
-    path, download, caption = app.generate("cgan", seed=5, count=5, mode="noise",
-                                           hair="blue", eyes="random")
-    assert path == download and Path(path).name.startswith("cgan_blue-hair-random-eyes_noise")
+    path, caption = app.generate("cgan", seed=5, count=5, mode="noise",
+                                 hair="blue", eyes="random")
+    assert Path(path).name.startswith("cgan_blue-hair-random-eyes_noise")
     grid = read_png(path)
     assert grid.shape == (2 * SIZE + 2, 3 * SIZE + 4, 3)  # 5 cells: 3 columns, 2 rows
     with Image.open(path) as im:
@@ -250,7 +255,7 @@ def test_generate_same_noise_every_hair(app) -> None:
 
     m = app.catalog.generators["cgan"]
     hair = m.meta.tag_groups[0].tags
-    path, _, caption = app.generate("cgan", seed=1, count=2, mode="every hair", eyes="red")
+    path, caption = app.generate("cgan", seed=1, count=2, mode="every hair", eyes="red")
     grid = read_png(path)
     assert grid.shape == (2 * SIZE + 2, len(hair) * (SIZE + 2) - 2, 3)
     z = m.sample_z(2, np.random.default_rng(1))
@@ -259,7 +264,7 @@ def test_generate_same_noise_every_hair(app) -> None:
             want = m.generate({"hair": tag, "eyes": "red"}, z=z[row:row + 1])[0]
             assert np.array_equal(cell(grid, row * len(hair) + col, len(hair)), want)
     assert "Columns: orange, white" in caption
-    path, _, caption = app.generate("cgan", seed=1, count=40, mode="every eyes")
+    path, caption = app.generate("cgan", seed=1, count=40, mode="every eyes")
     assert read_png(path).shape[0] == MAX_ROWS * (SIZE + 2) - 2
     assert f"{MAX_ROWS} rows" in caption
 
@@ -283,7 +288,8 @@ def test_switching_models_updates_the_controls(app) -> None:
     assert [v for _, v in mode["choices"]] == ["noise", "every hair", "every eyes"]
     assert "CPUExecutionProvider" in info
     source, targets, info = app.on_translator("stargan")
-    assert source["choices"] == targets["choices"] == list(DOMAINS)
+    assert source["choices"] == list(DOMAINS)
+    assert targets["choices"] == [(d, d) for d in DOMAINS]
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -292,14 +298,108 @@ def test_switching_models_updates_the_controls(app) -> None:
     ({"count": 0}, "count must be a whole number from 1 to 64"),
     ({"count": 2.5}, "count must be a whole number"),
     ({"seed": -1}, "seed must be a whole number from 0"),
+    ({"seed": 1.5}, "seed must be a whole number from 0"),
+    ({"psi": 0}, "truncation psi must be a number in (0, 1] (1 = off), got 0"),
+    ({"psi": "high"}, "truncation psi must be a number in (0, 1]"),
     ({"model": "nope"}, "unknown GAN model 'nope'; choose one of cgan, uncond"),
 ])
 def test_generate_errors(app, kwargs: dict, message: str) -> None:
     import gradio as gr
 
     args = {"model": "cgan", "seed": 0, "count": 2, "mode": "noise", **kwargs}
-    with pytest.raises(gr.Error, match=message.replace("(", r"\(")):
+    with pytest.raises(gr.Error, match=re.escape(message)):
         app.generate(**args)
+
+
+def test_generate_with_truncation(app) -> None:
+    from trainer.noise import truncation_threshold
+
+    m = app.catalog.generators["cgan"]
+    path, caption = app.generate("cgan", seed=5, count=4, mode="noise", psi=0.5,
+                                 hair="blue", eyes="red")
+    z = m.sample_z(4, np.random.default_rng(5), psi=0.5)
+    assert np.abs(z).max() <= truncation_threshold(0.5)
+    grid = read_png(path)
+    for i in range(4):
+        assert np.array_equal(cell(grid, i, 2), m.generate("blue hair red eyes", z=z[i:i + 1])[0])
+    assert "truncation psi 0.5" in caption
+    off = read_png(app.generate("cgan", seed=5, count=4, mode="noise", psi=1.0, hair="blue",
+                                eyes="red")[0])
+    assert not np.array_equal(off, grid)
+    assert np.array_equal(off, read_png(app.generate("cgan", 5, 4, "noise", hair="blue",
+                                                     eyes="red")[0])), "psi 1 is off"
+
+
+def test_latent_walk(app) -> None:
+    path, caption = app.walk("cgan", seed_a=3, seed_b=9, frames=5, hair="green",
+                             eyes="random")
+    strip = read_png(path)
+    assert strip.shape == (SIZE, 5 * (SIZE + 2) - 2, 3)
+    frames = [cell(strip, i, 5) for i in range(5)]
+    # The ends are the first image of each seed's grid (the eyes drawn from seed A).
+    a = read_png(app.generate("cgan", seed=3, count=1, hair="green", eyes="random")[0])
+    assert np.array_equal(frames[0], a)
+    with Image.open(path) as im:
+        eyes = json.loads(im.text["tagface:tags"])["eyes"]
+    b = read_png(app.generate("cgan", seed=9, count=1, hair="green", eyes=eyes)[0])
+    assert np.array_equal(frames[-1], b)
+    assert len({f.tobytes() for f in frames}) == 5, "every frame is its own noise"
+    assert "seed 3 to seed 9" in caption and f"green hair {eyes} eyes" in caption
+    path, _ = app.walk("cgan", 3, 9, 5, 0.6, hair="green", eyes="random")
+    assert not np.array_equal(read_png(path), strip)
+    import gradio as gr
+
+    for kwargs, message in [({"frames": 1}, "frames must be a whole number from 2 to 32"),
+                            ({"seed_b": 2.5}, "seed B must be a whole number"),
+                            ({"psi": 2}, "truncation psi must be a number in")]:
+        with pytest.raises(gr.Error, match=re.escape(message)):
+            app.walk("cgan", **{"seed_a": 0, "seed_b": 1, "frames": 3, **kwargs})
+
+
+def test_examples_carry_their_domains(avatar_dir: Path, app, tmp_path: Path) -> None:
+    """python -m demo.examples copies the last images of list_attr.txt with their
+    attributes; the page ticks them and offers only real changes."""
+    from demo.app import find_examples, source_domains, target_choices
+    from demo.examples import main as examples_main
+
+    assert examples_main(["--data", str(avatar_dir), "--out", str(tmp_path / "ex"),
+                          "--last", "3"]) == 0
+    rows = (avatar_dir / "list_attr.txt").read_text().splitlines()
+    names = rows[1].split()
+    want = {r.split()[0]: [n for n, v in zip(names, r.split()[1:], strict=True) if v == "1"]
+            for r in rows[2:]}
+    last = sorted(want, key=lambda f: int(Path(f).stem))[-3:]
+    found = find_examples(tmp_path / "ex")
+    assert [e.path.name for e in found] == last
+    assert all(list(e.source) == want[e.path.name] for e in found)
+    assert all(any(a.endswith("_Hair") and a != "Short_Hair" for a in e.source) for e in found)
+
+    m = app.catalog.translators["stargan"]
+    assert source_domains(m, ["blond_hair", "Green_Eyes", "Eyeglasses"]) == [
+        "Blond_Hair", "Eyeglasses"]
+    # Its own hair colour is no change; glasses it wears are offered as "no Eyeglasses".
+    assert target_choices(m, ["Blond_Hair", "Eyeglasses"]) == [
+        ("Black_Hair", "Black_Hair"), ("Red_Hair", "Red_Hair"),
+        ("no Eyeglasses", "Eyeglasses")]
+    update = app.on_source("stargan", ["Blond_Hair"], ["Blond_Hair", "Eyeglasses"])
+    assert update["value"] == ["Eyeglasses"]
+    assert ("Eyeglasses", "Eyeglasses") in update["choices"]
+
+
+def test_read_upload_follows_the_training_preprocessing(tmp_path: Path) -> None:
+    """The demo prepares an upload exactly as training prepared its images
+    (trainer.data.load_image), as the model's preprocess metadata says."""
+    from demo.app import read_upload
+    from export.runtime import InputError
+    from trainer.data.transforms import load_image
+
+    rgba = np.random.default_rng(3).integers(0, 256, (91, 70, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "odd.png")  # crop offset 10.5: rounding
+    prep = {"alpha": "white", "crop": "center", "resize": "bilinear", "value_range": [-1, 1]}
+    mine, _ = read_upload(tmp_path / "odd.png", SIZE, 2**20, preprocess=prep)
+    assert np.array_equal(mine, load_image(tmp_path / "odd.png", SIZE).transpose(1, 2, 0))
+    with pytest.raises(InputError, match="preprocessing the demo does not know"):
+        read_upload(tmp_path / "odd.png", SIZE, 2**20, preprocess={**prep, "resize": "area"})
 
 
 def test_read_upload_converts_any_image(tmp_path: Path) -> None:
@@ -395,9 +495,12 @@ def test_build_app_names_the_endpoints(models_dir: Path) -> None:
 
     demo = build_app(models_dir, device="cpu")
     api = demo.get_api_info()["named_endpoints"]
-    assert set(api) == {"/generate", "/translate"}
+    assert set(api) == {"/generate", "/walk", "/translate"}
     names = [p["parameter_name"] for p in api["/generate"]["parameters"]]
-    assert names == ["model", "seed", "count", "mode", "hair", "eyes"]
+    assert names == ["model", "seed", "count", "mode", "psi", "hair", "eyes"]
+    names = [p["parameter_name"] for p in api["/walk"]["parameters"]]
+    assert names == ["model", "seed_a", "seed_b", "frames", "psi", "hair", "eyes"]
+    assert len(api["/generate"]["returns"]) == 2, "the grid PNG once, and the caption"
     names = [p["parameter_name"] for p in api["/translate"]["parameters"]]
     assert names == ["model", "image", "targets", "source"]
 
@@ -442,12 +545,13 @@ def test_client_generate_and_translate(server: Server, app, models_dir: Path,
 
     client = Client(server.url, download_files=str(tmp_path / "dl"), verbose=False)
     t0 = time.perf_counter()
-    grid, download, caption = client.predict(model="cgan", seed=3, count=6, mode="noise",
-                                             hair="green", eyes="blue", api_name="/generate")
+    grid, caption = client.predict(model="cgan", seed=3, count=6, mode="noise",
+                                   hair="green", eyes="blue", api_name="/generate")
     first = time.perf_counter() - t0
     want = generate_grid(app.catalog.generators["cgan"], {"hair": "green", "eyes": "blue"},
                          3, 6, "noise").image
-    assert np.array_equal(read_png(grid), want) and np.array_equal(read_png(download), want)
+    assert np.array_equal(read_png(grid), want)
+    assert len(list((tmp_path / "dl").rglob("*.png"))) == 1, "one file to download per call"
     assert "green hair blue eyes" in caption
     times = []
     for seed in range(5):
@@ -467,6 +571,7 @@ def test_client_generate_and_translate(server: Server, app, models_dir: Path,
 
 def test_client_gets_clear_errors(server: Server, tmp_path: Path) -> None:
     from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
 
     client = Client(server.url, download_files=str(tmp_path / "dl"), verbose=False)
     (tmp_path / "notes.txt").write_text("not an image")
@@ -480,7 +585,27 @@ def test_client_gets_clear_errors(server: Server, tmp_path: Path) -> None:
                        api_name="/translate")
     with pytest.raises(Exception, match="unknown eyes tag 'violet'"):
         client.predict(model="cgan", eyes="violet", api_name="/generate")
-    assert "Traceback" not in server.log
+    # Values gradio itself would have checked (with a traceback in the console, in its
+    # own words, and rounding seed 1.5): the app's one-line messages instead.
+    for kwargs, message in [
+            ({"count": 0}, "count must be a whole number from 1 to 64, got 0"),
+            ({"seed": 1.5}, "seed must be a whole number from 0 to 9223372036854775807, "
+                            "got 1.5"),
+            ({"seed": -1}, "seed must be a whole number from 0"),
+            ({"model": "nope"}, "unknown GAN model 'nope'; choose one of cgan, uncond"),
+            ({"mode": "every nose"}, "mode 'every nose': this model offers noise"),
+            ({"psi": 0}, r"truncation psi must be a number in \(0, 1\]")]:
+        with pytest.raises(AppError, match=message) as err:
+            client.predict(**{"model": "cgan", **kwargs}, api_name="/generate")
+        assert "\n" not in str(err.value)
+    with pytest.raises(AppError, match="frames must be a whole number from 2 to 32"):
+        client.predict(model="cgan", frames=0, api_name="/walk")
+    strip, caption = client.predict(model="cgan", seed_a=1, seed_b=2, frames=3, psi=0.8,
+                                    api_name="/walk")
+    assert read_png(strip).shape == (SIZE, 3 * (SIZE + 2) - 2, 3)
+    assert "truncation psi 0.8" in caption
+    time.sleep(0.5)  # let the server's log lines arrive
+    assert "Traceback" not in server.log and "Error" not in server.log, server.log
 
 
 def test_cli_refuses_bad_folders_and_busy_ports(server: Server, models_dir: Path,
