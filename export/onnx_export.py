@@ -53,6 +53,7 @@ from trainer.runs import (
     load_generator,
     load_run,
     read_meta,
+    refuse_after_nonfinite_stop,
     write_text_atomic,
 )
 
@@ -372,6 +373,7 @@ def _resolve_checkpoint(run: Path, checkpoint: str | Path | None) -> Path:
         if latest is None:
             raise ExportError(f"{run}: no generator checkpoint yet (checkpoints/latest is "
                               f"missing); train longer or lower ckpt_every")
+        refuse_after_nonfinite_stop(run, latest)
         return latest
     path = Path(checkpoint)
     if not path.exists() and (run / "checkpoints" / path).exists():

@@ -80,8 +80,9 @@ def test_nonfinite_report_names_model_and_optimizer():
     assert "G optimizer has 1 non-finite" in report[1]
 
 
-def test_nan_run_keeps_a_finite_checkpoint_and_says_which(avatar_dir, tmp_path):
-    """SGD at lr=1e3 blows up: the run stops (rc 3) and its newest checkpoint is finite."""
+def test_nan_run_keeps_a_finite_checkpoint_and_says_which(avatar_dir, tmp_path, capsys):
+    """SGD at lr=1e3 blows up: the run stops (rc 3) and its newest checkpoint is finite;
+    exporting "the latest" of that run is refused, naming the checkpoint to pass."""
     path = tmp_path / "nan"
     res = run(train_cmd(path, avatar_dir, "steps=20", "ckpt_every=2", "g_optim.name=sgd",
                         "d_optim.name=sgd", "g_optim.lr=1e3", "d_optim.lr=1e3"))
@@ -98,6 +99,12 @@ def test_nan_run_keeps_a_finite_checkpoint_and_says_which(avatar_dir, tmp_path):
         assert all(torch.isfinite(t).all() for s in state.values() for t in s.values()
                    if isinstance(t, torch.Tensor))
     assert verify_checkpoint(ckpt) is None
+    out = tmp_path / "models"
+    assert export_main(["--run", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "stopped on NaN/inf" in err and f"--checkpoint {ckpt.name}" in err
+    assert not out.exists() or not list(out.glob("*.onnx"))
+    assert export_main(["--run", str(path), "--out", str(out), "--checkpoint", ckpt.name]) == 0
 
 
 def test_export_refuses_nonfinite_generator(done_run, tmp_path, capsys):

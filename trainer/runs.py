@@ -31,6 +31,7 @@ from trainer.data.vocab import Domains, Vocab, load_vocab
 CKPT_PREFIX = "step_"
 EMA_FILE = "g_ema.safetensors"
 META_FILE = "meta.json"
+NONFINITE_FILE = "stopped_nonfinite"  # written when training stops on NaN/inf: why, one line
 
 
 class RunError(ValueError):
@@ -62,6 +63,20 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     if not (path / META_FILE).is_file():
         raise RunError(f"{pointer} names {path.name}, which is missing or incomplete")
     return path
+
+
+def refuse_after_nonfinite_stop(run_dir: Path, latest: Path) -> None:
+    """RunError when the run stopped on NaN/inf and the caller asked for "the latest".
+
+    That checkpoint is finite but from just before the failure; using it must be a
+    choice (``--checkpoint NAME``), not a default that hides the failure.
+    """
+    marker = Path(run_dir) / NONFINITE_FILE
+    if marker.is_file():
+        why = marker.read_text().strip().splitlines()[0][:200] if marker.stat().st_size else ""
+        raise RunError(f"{run_dir}: training stopped on NaN/inf ({marker.name}: {why}); its "
+                       f"newest checkpoint {latest.name} is finite but from before the failure: "
+                       f"pass --checkpoint {latest.name} to use it anyway")
 
 
 def read_meta(checkpoint: Path) -> dict:
@@ -133,6 +148,8 @@ def load_generator(run_dir: str | Path, checkpoint: str | Path | None = None) ->
     if ckpt is None:
         raise RunError(f"{run_dir}: no checkpoint yet (checkpoints/latest is missing); "
                        f"train longer or lower ckpt_every")
+    if not checkpoint:
+        refuse_after_nonfinite_stop(run_dir, ckpt)
     weights = ckpt / EMA_FILE
     if not weights.is_file():
         raise RunError(f"{ckpt}: no {EMA_FILE}; not a tagface generator checkpoint")

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from trainer.config import ConfigError, TrainConfig, list_presets, load_config, to_yaml
 from trainer.data.vocab import Domains, VocabError
-from trainer.runs import RunError
+from trainer.runs import NONFINITE_FILE, RunError, write_text_atomic
 
 # Keys that may differ between a run's saved config and a resumed invocation.
 RESUMABLE_CHANGES = {"steps", "minutes", "log_every", "sample_every", "ckpt_every", "keep_ckpts",
@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         step = trainer.run()
     except (ConfigError, RunError, VocabError, DataError, NonFiniteLoss) as e:
         acc.print(f"error: {e}", file=sys.stderr)
+        if isinstance(e, NonFiniteLoss) and acc.is_main_process:
+            write_text_atomic(run_dir / NONFINITE_FILE, f"{e}\n")  # export/evaluate see it
         shutdown(acc, trainer)
         return 2 if not isinstance(e, NonFiniteLoss) else 3
     finally:
@@ -189,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     if trainer.stop_reason == "signal":  # the loop said how to continue
         shutdown(acc, trainer)
         return 0
+    if acc.is_main_process:
+        (run_dir / NONFINITE_FILE).unlink(missing_ok=True)  # finished: no longer a failed run
     acc.print(f"done: steps {start} -> {step} in {wall:.0f} s; run folder {run_dir}\n"
               f"next: python -m export --run {run_dir} --out models/   |   "
               f"python -m trainer.evaluate --run {run_dir}")
