@@ -142,7 +142,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(avatar_dir, tmp_path, monkeypa
     assert rc == 3
     ckpt = latest_checkpoint(run)
     assert ckpt is not None and ckpt.name == "step_00000004", "last good checkpoint kept"
-    g = load_generator(run)
+    g = load_generator(run, ckpt)  # named: the default latest is refused after a NaN stop
     assert all(torch.isfinite(p).all() for p in g.model.parameters())
 
 
