@@ -21,9 +21,12 @@ Timing: per call, after warm-up; median over the calls of a run, then over --rep
 interleaved runs. ms per image = ms per call / batch.
 Demo: ``python -m demo --models <the fp32 exports>`` on 127.0.0.1 and a free port, then
 ``/generate`` for the cGAN (count 1, and 8 as the page's default), each round trip timed
-whole: through gradio_client ``predict()`` (request, queue, ONNX Runtime, PNG, download),
-and, taking turns with it, through the bare HTTP API (POST /gradio_api/call/generate, the
-SSE answer, GET of the PNG), which shows what the client itself adds.
+whole, three ways taking turns: gradio_client ``predict()`` as constructed by default
+(request, queue, ONNX Runtime, PNG, download); gradio_client given one SSL context to
+reuse (``Client(url, ssl_verify=ssl.create_default_context())``: by default each of its
+HTTP calls builds a new httpx client that loads the CA bundle again, even for http://);
+and the bare HTTP API (POST /gradio_api/call/generate, the SSE answer, GET of the PNG),
+which shows what the client library itself adds.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import queue
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -333,20 +337,25 @@ def demo_round_trip(models: Path, tmp: Path, model: str, counts: tuple[int, ...]
         with env_vars(GRADIO_TEMP_DIR=str(tmp / "gradio")):
             client = Client(f"http://127.0.0.1:{port}/", download_files=str(tmp / "dl"),
                             verbose=False)
+            reuse = Client(f"http://127.0.0.1:{port}/", download_files=str(tmp / "dl"),
+                           verbose=False, ssl_verify=ssl.create_default_context())  # type: ignore[arg-type]
             out: dict[str, Any] = {"model": model, "server_start_s": start_s, "counts": {}}
             http = HttpApi(f"http://127.0.0.1:{port}", "/generate")
             for count in counts:
                 request = {"model": model, "count": count, "mode": "noise"}
-                ms, model_ms, http_ms = [], [], []
-                for i in range(warmup + requests):  # the two clients take turns
+                ms, model_ms, http_ms, reuse_ms = [], [], [], []
+                for i in range(warmup + requests):  # the three clients take turns
                     t = time.perf_counter()
-                    _, _, caption = client.predict(**request, seed=i, api_name="/generate")
+                    _, caption = client.predict(**request, seed=i, api_name="/generate")
                     t1 = time.perf_counter()
                     http.call({**request, "seed": i})
                     t2 = time.perf_counter()
+                    reuse.predict(**request, seed=i, api_name="/generate")
+                    t3 = time.perf_counter()
                     if i >= warmup:
                         ms.append((t1 - t) * 1e3)
                         http_ms.append((t2 - t1) * 1e3)
+                        reuse_ms.append((t3 - t2) * 1e3)
                         found = re.search(r" in (\d+) ms", caption)
                         if found:
                             model_ms.append(float(found.group(1)))
@@ -354,8 +363,11 @@ def demo_round_trip(models: Path, tmp: Path, model: str, counts: tuple[int, ...]
                     "requests": len(ms), "p50_ms": percentile(ms, 50),
                     "p95_ms": percentile(ms, 95), "mean_ms": sum(ms) / len(ms),
                     "http_p50_ms": percentile(http_ms, 50), "http_p95_ms": percentile(http_ms, 95),
+                    "ssl_reuse_p50_ms": percentile(reuse_ms, 50),
+                    "ssl_reuse_p95_ms": percentile(reuse_ms, 95),
                     "server_generate_ms_p50": percentile(model_ms, 50) if model_ms else math.nan}
             client.close()
+            reuse.close()
         return out
     finally:
         if proc.poll() is None:
@@ -476,10 +488,11 @@ def build_goals(rows: list[dict[str, Any]], cgan: str | None,
             "target": GOAL_ORT_SPEEDUP, "met": best["speedup_vs_torch"] >= GOAL_ORT_SPEEDUP}
     if demo:
         count = max(demo["counts"], key=int)
-        p50 = demo["counts"][count]["p50_ms"]
-        goals["demo_generate_p50_ms"] = {"value": p50, "count": int(count),
-                                         "target": GOAL_DEMO_P50_MS,
-                                         "met": p50 < GOAL_DEMO_P50_MS}
+        for key, field in (("demo_generate_p50_ms", "p50_ms"),
+                           ("demo_generate_p50_ms_ssl_reuse", "ssl_reuse_p50_ms")):
+            p50 = demo["counts"][count][field]
+            goals[key] = {"value": p50, "count": int(count), "target": GOAL_DEMO_P50_MS,
+                          "met": p50 < GOAL_DEMO_P50_MS}
     return goals
 
 
@@ -508,14 +521,18 @@ def render(report: dict[str, Any]) -> str:
                       f"server up in {demo['server_start_s']:.1f} s):", ""]
         lines.append(md_table(
             ["images per request", "requests", "gradio_client p50 ms", "p95 ms",
-             "HTTP API p50 ms", "p95 ms", "ONNX Runtime in the server, p50 ms"],
-            [[c, d["requests"], fmt(d["p50_ms"]), fmt(d["p95_ms"]), fmt(d["http_p50_ms"]),
-              fmt(d["http_p95_ms"]), fmt(d["server_generate_ms_p50"], 0)]
+             "gradio_client, one SSL context, p50 ms", "p95 ms", "HTTP API p50 ms", "p95 ms",
+             "ONNX Runtime in the server, p50 ms"],
+            [[c, d["requests"], fmt(d["p50_ms"]), fmt(d["p95_ms"]), fmt(d["ssl_reuse_p50_ms"]),
+              fmt(d["ssl_reuse_p95_ms"]), fmt(d["http_p50_ms"]), fmt(d["http_p95_ms"]),
+              fmt(d["server_generate_ms_p50"], 0)]
              for c, d in demo["counts"].items()]))
     g = report["goals"]
     if g:
         names = {"cgan_ort_vs_torch_batch1": "cGAN batch 1: torch ms / ONNX Runtime ms",
-                 "demo_generate_p50_ms": "demo /generate p50 ms"}
+                 "demo_generate_p50_ms": "demo /generate p50 ms, gradio_client default",
+                 "demo_generate_p50_ms_ssl_reuse": "demo /generate p50 ms, gradio_client with "
+                                                   "one SSL context"}
         lines += ["", md_table(["goal", "value", "target", "met"], [
             [names[k] + (f" ({v['precision']})" if "precision" in v else
                          f" ({v['count']} images)"),
