@@ -13,6 +13,8 @@ Named API endpoints for gradio_client (docs/demo.md): ``/generate``, ``/walk`` a
 ``/translate``. They take the components' raw values (``preprocess=False``) and check
 them here, so every bad value is one ``gr.Error`` line, never a gradio traceback.
 Only ``export.runtime`` (numpy + onnxruntime) runs the models; torch is never imported.
+The pure part (models folder, grids, walks, uploads, domains, captions, files) lives in
+``demo.core``, which imports no Gradio; this module is the page and its handlers.
 
     demo = build_app("models")       # module level works too: the models load at once
     demo.launch(css=CSS)             # python -m demo adds the CLI, limits and messages
@@ -20,458 +22,57 @@ Only ``export.runtime`` (numpy + onnxruntime) runs the models; torch is never im
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import io
 import json
-import keyword
-import logging
-import math
 import os
-import re
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
-from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from demo.examples import ATTRIBUTES as EXAMPLE_ATTRIBUTES
-from export.runtime import RANDOM, InputError, Model, load_model, slerp
+from demo.core import (  # noqa: F401  (re-exported: the page's module names them too)
+    DEFAULT_UPLOAD_MB,
+    EVERY,
+    MAX_COUNT,
+    MAX_FRAMES,
+    MAX_PIXELS,
+    MAX_ROWS,
+    NOISE,
+    PAD,
+    Catalog,
+    DemoError,
+    Example,
+    Grid,
+    _digest,
+    _int,
+    _model_line,
+    _orig_name,
+    _psi,
+    _tags_text,
+    _upload_source,
+    api_names,
+    caption,
+    domain_targets,
+    find_examples,
+    generate_grid,
+    load_catalog,
+    mode_choices,
+    models_table,
+    read_upload,
+    resolve_tags,
+    save_png,
+    source_domains,
+    tag_choices,
+    target_choices,
+    tile,
+    walk_strip,
+)
+from export.runtime import RANDOM, InputError, Model
 
-log = logging.getLogger("tagface.demo")
-
-NOISE = "noise"  # mode: same tags, different noise
-EVERY = "every "  # mode prefix: same noise, every tag of one group ("every hair")
-MAX_COUNT = 64  # images of one "noise" request
-MAX_ROWS = 16  # noise rows of one "every <group>" grid
-MAX_FRAMES = 32  # frames of one latent walk
-MAX_PIXELS = 40_000_000  # uploads with more pixels are refused before decoding
-DEFAULT_UPLOAD_MB = 10.0  # the CLI's --max-upload-mb default
-PAD = 2  # white pixels between grid cells
 CSS = """#gen-output img, #tr-output img {width: 100%; height: 100%; object-fit: contain;}
 #gen-output img, #tr-output img, #tr-input img {image-rendering: pixelated;}"""  # launch(css=)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
-KEEP_OUTPUTS_S = 3600  # written PNGs older than this are deleted
-CHOICE_NAMES = ("model", "seed", "count", "mode", "psi",  # generate's own parameters
-                "seed_a", "seed_b", "frames")  # and walk's
-# How image inputs are prepared when a model's metadata has no "preprocess" (files of
-# format 1): what training always did. PIL filters by the metadata's names.
-DEFAULT_PREPROCESS = {"alpha": "white", "crop": "center", "resize": "bilinear"}
-RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
-              "lanczos": Image.Resampling.LANCZOS, "nearest": Image.Resampling.NEAREST}
-
-
-class DemoError(ValueError):
-    """A models folder the demo cannot serve; the message says what to do."""
-
-
-# -- the models folder ----------------------------------------------------------------
-@dataclass(frozen=True)
-class Example:
-    path: Path
-    source: tuple[str, ...] = ()  # domains the pictured face has (DIR/examples/<stem>.json)
-
-
-@dataclass
-class Catalog:
-    """What a models folder holds, loaded: one ORT session per model."""
-
-    folder: Path
-    generators: dict[str, Model] = field(default_factory=dict)  # file stem -> GAN model
-    translators: dict[str, Model] = field(default_factory=dict)  # file stem -> StarGAN model
-    examples: list[Example] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # "file: reason", shown on the page
-
-    @property
-    def models(self) -> dict[str, Model]:
-        return {**self.generators, **self.translators}
-
-
-def load_catalog(models_dir: str | Path, device: str = "auto") -> Catalog:
-    """Open every ``*.onnx`` of ``models_dir`` and list ``examples/``; DemoError if none loads."""
-    folder = Path(models_dir)
-    if not folder.is_dir():
-        raise DemoError(f"--models {models_dir}: no such folder")
-    files = sorted(folder.glob("*.onnx"))
-    if not files:
-        raise DemoError(f"{folder}: no .onnx files; export one with "
-                        f"`python -m export --run RUN --out {folder}`")
-    cat = Catalog(folder)
-    for f in files:
-        try:
-            model = load_model(f, device)
-        except InputError as e:
-            if device == "cuda":
-                raise DemoError(str(e)) from None
-            cat.skipped.append(f"{f.name}: {e}")
-            continue
-        except Exception as e:  # a file ONNX Runtime rejects in a way the runtime did not map
-            cat.skipped.append(f"{f.name}: {type(e).__name__}: {e}")
-            continue
-        (cat.translators if model.meta.kind == "stargan" else cat.generators)[f.stem] = model
-    if not cat.models:
-        raise DemoError(f"{folder}: none of the .onnx files could be loaded:\n  "
-                        + "\n  ".join(cat.skipped))
-    cat.examples = find_examples(folder / "examples")
-    return cat
-
-
-def find_examples(folder: Path) -> list[Example]:
-    """Images of ``folder``, each with the domains it has: from ``attributes.json``
-    (``{"1.png": ["Blond_Hair", ...]}``, written by ``python -m demo.examples``) or an
-    image's own ``<stem>.json`` (``{"source": ["Black_Hair", ...]}``)."""
-    if not folder.is_dir():
-        return []
-    table: dict[str, list[str]] = {}
-    listing = folder / EXAMPLE_ATTRIBUTES
-    if listing.is_file():
-        try:
-            table = {str(k): [str(a) for a in v] for k, v in json.loads(listing.read_text()).items()}
-        except (ValueError, AttributeError, TypeError) as e:
-            log.warning("%s: ignored (%s)", listing.name, e)
-    out = []
-    for p in sorted(folder.iterdir()):
-        if p.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        source: tuple[str, ...] = tuple(table.get(p.name, ()))
-        side = p.with_suffix(".json")
-        if side.is_file():
-            try:
-                source = tuple(str(s) for s in json.loads(side.read_text()).get("source", []))
-            except (ValueError, AttributeError, TypeError) as e:
-                log.warning("%s: ignored (%s)", side.name, e)
-        out.append(Example(p, source))
-    return out
-
-
-# -- generation -----------------------------------------------------------------------
-def tag_choices(model: Model) -> dict[str, list[str]]:
-    """Dropdown choices per tag group: "random" then the tags in one-hot order."""
-    return {g.name: [RANDOM, *g.tags] for g in model.meta.tag_groups}
-
-
-def mode_choices(model: Model) -> list[tuple[str, str]]:
-    """(label, value) of the grid modes this model offers."""
-    return [("same tags, different noise", NOISE)] + [
-        (f"same noise, every {g.name} tag", f"{EVERY}{g.name}") for g in model.meta.tag_groups]
-
-
-def resolve_tags(model: Model, tags: Mapping[str, str | None]) -> dict[str, str]:
-    """{group: tag or "random"} for every group of ``model``; unknown tags raise InputError.
-
-    Missing groups are random; keys of groups this model lacks are ignored (the page
-    sends every dropdown, including those of other models).
-    """
-    out = {}
-    for g in model.meta.tag_groups:
-        value = next((tags[k] for k in (g.name, *g.aliases) if tags.get(k)), RANDOM)
-        v = str(value).strip().lower()
-        if v == RANDOM:
-            out[g.name] = RANDOM
-            continue
-        match = [t for t in g.tags if t.lower() == v]
-        if not match:
-            raise InputError(f"unknown {g.name} tag {value!r}; valid {g.name} tags are "
-                             f"{', '.join(g.tags)} (or {RANDOM})")
-        out[g.name] = match[0]
-    return out
-
-
-def _int(value: Any, name: str, lo: int, hi: int) -> int:
-    try:
-        f = float(value if value is not None else lo)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a whole number, got {value!r}") from None
-    if not math.isfinite(f) or f != int(f) or not lo <= f <= hi:
-        raise InputError(f"{name} must be a whole number from {lo} to {hi}, got {value!r}")
-    return int(f)
-
-
-def _psi(value: Any) -> float:
-    """The truncation psi of a request: a number in (0, 1]; 1 (and no value) = off."""
-    try:
-        f = float(value if value is not None else 1.0)
-    except (TypeError, ValueError):
-        f = math.nan
-    if not (math.isfinite(f) and 0.0 < f <= 1.0):
-        raise InputError(f"truncation psi must be a number in (0, 1] (1 = off), got {value!r}")
-    return f
-
-
-@dataclass
-class Grid:
-    image: np.ndarray  # uint8 [H, W, 3], cells separated by PAD white pixels
-    cells: list[dict[str, str]]  # tags of each cell, row by row
-    cols: int
-    notes: list[str]
-
-
-def generate_grid(model: Model, tags: Mapping[str, str | None], seed: int, count: int,
-                  mode: str, psi: float = 1.0) -> Grid:
-    """One request of the Generate tab; the same arguments give the same pixels.
-
-    ``noise``: ``count`` images, each its own noise (and its own draw of "random"
-    groups). ``every G``: ``count`` rows of one noise each, one column per tag of G.
-    ``psi``: truncation of the noise (export.runtime sample_z; 1 = off).
-    """
-    groups = model.meta.tag_groups
-    valid = [v for _, v in mode_choices(model)]
-    if mode not in valid:
-        raise InputError(f"mode {mode!r}: this model offers {', '.join(valid)}")
-    choice = resolve_tags(model, tags)
-    rng = np.random.default_rng(seed)
-    notes: list[str] = []
-
-    def draw(n: int) -> list[dict[str, str]]:
-        """n tag dicts with every "random" group drawn per dict."""
-        drawn = {g.name: (rng.integers(len(g.tags), size=n) if choice[g.name] == RANDOM
-                          else None) for g in groups}
-        return [{g.name: choice[g.name] if drawn[g.name] is None
-                 else g.tags[int(drawn[g.name][i])] for g in groups} for i in range(n)]
-
-    if mode == NOISE:
-        z = model.sample_z(count, rng, psi)  # noise first: a seed's noise never depends on tags
-        cells = draw(count) if groups else [{} for _ in range(count)]
-        cols = math.ceil(math.sqrt(count))
-    else:
-        sweep = next(g for g in groups if mode == f"{EVERY}{g.name}")
-        rows = min(count, MAX_ROWS)
-        if rows < count:
-            notes.append(f"{rows} rows (the most for one grid)")
-        z = np.repeat(model.sample_z(rows, rng, psi), len(sweep.tags), axis=0)
-        cells = [{**row, sweep.name: t} for row in draw(rows) for t in sweep.tags]
-        cols = len(sweep.tags)
-    images = model.generate(cells if groups else None, z=z)
-    return Grid(tile(images, cols), cells, cols, notes)
-
-
-def _draw_tags(model: Model, choice: Mapping[str, str], rng: np.random.Generator
-               ) -> dict[str, str]:
-    """One tag per group: the chosen one, or a draw from ``rng`` for "random"."""
-    return {g.name: g.tags[int(rng.integers(len(g.tags), size=1)[0])] if choice[g.name] == RANDOM
-            else choice[g.name] for g in model.meta.tag_groups}
-
-
-def walk_strip(model: Model, tags: Mapping[str, str | None], seed_a: int, seed_b: int,
-               frames: int, psi: float = 1.0) -> Grid:
-    """A latent walk: ``frames`` images from seed A's noise to seed B's (slerp), one row.
-
-    Each end is the first image of its seed's "noise" grid (same noise, and "random"
-    groups drawn the same way, from seed A for the whole strip), so only the noise moves.
-    """
-    choice = resolve_tags(model, tags)
-    rng = np.random.default_rng(seed_a)
-    z_a = model.sample_z(1, rng, psi)
-    cell = _draw_tags(model, choice, rng)
-    z = slerp(z_a, model.sample_z(1, seed_b, psi), frames)
-    cells = [cell] * frames
-    images = model.generate(cells if model.meta.tag_groups else None, z=z)
-    return Grid(tile(images, frames), cells, frames, [])
-
-
-def tile(images: np.ndarray, cols: int, pad: int = PAD) -> np.ndarray:
-    """uint8 [N, h, w, 3] -> one uint8 image, ``cols`` per row, white gaps of ``pad``."""
-    n, h, w, c = images.shape
-    rows = math.ceil(n / cols)
-    out = np.full((rows * h + (rows - 1) * pad, cols * w + (cols - 1) * pad, c), 255, np.uint8)
-    for i, im in enumerate(images):
-        r, q = divmod(i, cols)
-        out[r * (h + pad):r * (h + pad) + h, q * (w + pad):q * (w + pad) + w] = im
-    return out
-
-
-# -- style transfer -------------------------------------------------------------------
-def read_upload(source: str | Path | bytes, size: int, max_bytes: int,
-                name: str = "", preprocess: Mapping[str, Any] | None = None
-                ) -> tuple[np.ndarray, list[str]]:
-    """uint8 [size, size, 3] from an image file of any size and mode, and what was done.
-
-    RGBA / LA / transparent palette images are flattened onto white (as the training
-    avatars), other modes converted to RGB, EXIF rotation applied, the first frame of an
-    animation taken, then the model's ``preprocess`` metadata followed as training did
-    (trainer.data.load_image): the centred square, offset ``round((W - side) / 2)``,
-    resized with its filter (bilinear). InputError for files that
-    are too big, too many pixels, or not images.
-    """
-    data = source if isinstance(source, bytes) else None
-    name = name or ("upload" if data is not None else Path(source).name)  # type: ignore[arg-type]
-    n_bytes = len(data) if data is not None else os.path.getsize(source)  # type: ignore[arg-type]
-    if n_bytes > max_bytes:
-        raise InputError(f"{name} is {n_bytes / 2**20:.3g} MB; uploads are limited to "
-                         f"{max_bytes / 2**20:.3g} MB")
-    notes = []
-    try:
-        im = Image.open(io.BytesIO(data) if data is not None else source)  # type: ignore[arg-type]
-        w, h = im.size
-        if w * h > MAX_PIXELS:
-            raise InputError(f"{name} is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels); "
-                             f"images up to {MAX_PIXELS / 1e6:.0f} megapixels are accepted")
-        if getattr(im, "n_frames", 1) > 1:
-            notes.append(f"first of {im.n_frames} frames")
-        im.load()
-        im = ImageOps.exif_transpose(im) or im
-    except InputError:
-        raise
-    except Image.DecompressionBombError:
-        raise InputError(f"{name} has too many pixels; images up to "
-                         f"{MAX_PIXELS / 1e6:.0f} megapixels are accepted") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
-        raise InputError(f"{name} is not an image this demo can read; upload a PNG, JPEG, "
-                         f"WebP, GIF or BMP file") from None
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
-        im = Image.alpha_composite(Image.new("RGBA", im.size, "white"), im.convert("RGBA"))
-        notes.append("transparency flattened onto white")
-    elif im.mode != "RGB":
-        notes.append(f"{'grayscale' if im.mode in ('L', '1', 'I', 'I;16', 'F') else im.mode} "
-                     f"converted to RGB")
-    im = im.convert("RGB")
-    prep = {**DEFAULT_PREPROCESS, **(preprocess or {})}
-    resample = RESAMPLING.get(str(prep["resize"]))
-    if prep["crop"] != "center" or resample is None:
-        raise InputError(f"this model asks for preprocessing the demo does not know: {prep}")
-    w, h = im.size
-    if w != h:
-        s = min(w, h)
-        left, top = int(round((w - s) / 2.0)), int(round((h - s) / 2.0))  # as torchvision
-        im = im.crop((left, top, left + s, top + s))
-        notes.append(f"centre {s}x{s} of {w}x{h} cropped")
-    if im.size != (size, size):
-        notes.append(f"resized from {im.width}x{im.height} to {size}x{size}")
-        im = im.resize((size, size), resample)
-    return np.asarray(im, dtype=np.uint8), notes
-
-
-def domain_targets(model: Model, targets: Sequence[str],
-                   source: Sequence[str] = ()) -> list[tuple[str, np.ndarray]]:
-    """(label, domain vector) per target, applied to the ``source`` domains.
-
-    A member of an exclusive set (a hair colour) is switched on and its siblings off;
-    any other domain is flipped (on if the input lacks it, off if it has it), as the
-    official StarGAN test grid does. No targets: every domain.
-    """
-    names = model.meta.domains
-    src = model.encode_domains(list(source))
-    out = []
-    for target in targets or names:
-        d = next((n for n in names if n.lower() == str(target).strip().lower()), None)
-        if d is None:
-            raise InputError(f"unknown domain {target!r}; this model's domains are "
-                             f"{', '.join(names)}")
-        if any(d in group for group in model.meta.exclusive):
-            out.append((d, model.encode_domains([d], source=src)))
-        else:
-            on = src[names.index(d)] == 0
-            out.append((d if on else f"no {d}", model.encode_domains({d: float(on)}, source=src)))
-    return out
-
-
-def source_domains(model: Model, names: Sequence[str]) -> list[str]:
-    """The model's domains among ``names`` (case ignored), in the model's order."""
-    want = {str(n).strip().lower() for n in names}
-    return [d for d in model.meta.domains if d.lower() in want]
-
-
-def target_choices(model: Model, source: Sequence[str] = ()) -> list[tuple[str, str]]:
-    """(label, domain) of every change an input with the ``source`` domains can take.
-
-    A member of an exclusive set that the input has (its own hair colour) is no change
-    and is left out; any other domain it has is offered as "no X" (domain_targets
-    switches it off), so a short-haired face is never offered "Short_Hair".
-    """
-    has = set(source_domains(model, source))
-    out = []
-    for d in model.meta.domains:
-        if d in has and any(d in group for group in model.meta.exclusive):
-            continue
-        out.append((f"no {d}" if d in has else d, d))
-    return out
-
-
-# -- files ----------------------------------------------------------------------------
-def output_dir() -> Path:
-    """Where result PNGs are written (under the system temp dir, which gradio may serve)."""
-    d = Path(tempfile.gettempdir()) / "tagface-demo"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def save_png(image: np.ndarray, stem: str, text: Mapping[str, str]) -> str:
-    """Write a lossless PNG with ``text`` chunks; delete outputs older than KEEP_OUTPUTS_S."""
-    folder = output_dir()
-    now = time.time()
-    for old in folder.glob("*.png"):
-        try:
-            if now - old.stat().st_mtime > KEEP_OUTPUTS_S:
-                old.unlink()
-        except OSError:
-            pass  # another request removed it first
-    info = PngImagePlugin.PngInfo()
-    for k, v in text.items():
-        info.add_text(k, v)
-    stem = re.sub(r"[^A-Za-z0-9_.=-]+", "-", stem).strip("-")[:150]
-    path = folder / f"{stem}.png"
-    tmp = folder / f".{stem}.{os.getpid()}.{time.monotonic_ns()}.tmp"
-    Image.fromarray(image).save(tmp, format="PNG", pnginfo=info)
-    os.replace(tmp, path)
-    return str(path)
-
-
-def _upload_source(payload: Any) -> str | bytes:
-    """The file (path) or bytes of an Image input that gradio did not preprocess."""
-    if isinstance(payload, (str, Path)):
-        return str(payload)
-    if isinstance(payload, Mapping):
-        if payload.get("path"):
-            return str(payload["path"])
-        url = payload.get("url") or ""
-        if url.startswith("data:") and "," in url:
-            try:
-                return base64.b64decode(url.split(",", 1)[1], validate=False)
-            except (binascii.Error, ValueError):
-                pass
-    raise InputError("upload an image (or pick an example) first")
-
-
-# -- the page -------------------------------------------------------------------------
-def api_names(groups: Sequence[str]) -> dict[str, str]:
-    """API parameter name of each tag group's dropdown (the group name when it can be one)."""
-    out: dict[str, str] = {}
-    for i, g in enumerate(groups):
-        word = re.sub(r"\W", "_", g)
-        for name in (word, f"{word}_tag", f"tag_{i}"):
-            if name.isidentifier() and not keyword.iskeyword(name) \
-                    and name not in CHOICE_NAMES and name not in out.values():
-                out[g] = name
-                break
-    return out
-
-
-def models_table(cat: Catalog) -> str:
-    """Markdown: each model, what it takes and which ONNX Runtime provider runs it."""
-    rows = ["| model | kind | runs on | step |", "|---|---|---|---|"]
-    for name, m in cat.models.items():
-        meta = m.meta
-        if meta.kind == "stargan":
-            what = f"StarGAN {meta.image_size} px: {', '.join(meta.domains)}"
-        else:
-            groups = ", ".join(f"{g.name} ({len(g.tags)})" for g in meta.tag_groups)
-            what = f"GAN {meta.image_size} px" + (f", tags {groups}" if groups else
-                                                   ", unconditional")
-        rows.append(f"| `{name}` | {what} | **{m.provider}** | {meta.step} |")
-    text = "\n".join(rows)
-    reasons = sorted({f"{m.provider}: {m.provider_reason}" for m in cat.models.values()
-                      if m.provider_reason})
-    if reasons:
-        text += "\n\nWhy: " + "; ".join(reasons) + "."
-    if cat.skipped:
-        text += "\n\nNot loaded: " + "; ".join(f"`{s}`" for s in cat.skipped)
-    return text
 
 
 class DemoApp:
@@ -522,7 +123,7 @@ class DemoApp:
             "tagface:model": name, "tagface:mode": mode, "tagface:seed": str(seed_i),
             "tagface:count": str(count_i), "tagface:psi": f"{psi_f:g}",
             "tagface:tags": json.dumps(grid.cells)})
-        return path, self._caption(name, m, grid, mode, f"seed {seed_i}", ms, psi_f)
+        return path, caption(name, m, grid, mode, f"seed {seed_i}", ms, psi_f)
 
     def walk(self, model: str, seed_a: float = 0, seed_b: float = 1, frames: float = 8,
              psi: float = 1.0, **tags: str) -> tuple[str, str]:
@@ -547,27 +148,7 @@ class DemoApp:
             "tagface:model": name, "tagface:mode": "walk", "tagface:seeds": f"{a},{b}",
             "tagface:frames": str(n), "tagface:psi": f"{psi_f:g}",
             "tagface:tags": json.dumps(grid.cells[0])})
-        return path, self._caption(name, m, grid, NOISE, f"seed {a} to seed {b}", ms, psi_f)
-
-    def _caption(self, name: str, m: Model, grid: Grid, mode: str, seeds: str,
-                 ms: float, psi: float = 1.0) -> str:
-        n = len(grid.cells)
-        head = (f"`{name}` on **{m.provider}**: {n} image{'s' * (n != 1)} in {ms:.0f} ms, "
-                f"{seeds}" + (f", truncation psi {psi:g}" if psi < 1 else "")
-                + "".join(f", {x}" for x in grid.notes) + ".")
-        if not m.meta.tag_groups:
-            return head
-        if mode == NOISE:
-            if all(c == grid.cells[0] for c in grid.cells):
-                return head + f" Tags: {_tags_text(grid.cells[0])}."
-            shown = "; ".join(f"{i + 1}: {_tags_text(c)}" for i, c in enumerate(grid.cells[:16]))
-            return head + f" Tags by cell, row by row: {shown}" + ("; ..." if n > 16 else ".")
-        group = mode[len(EVERY):]
-        cols = [c[group] for c in grid.cells[:grid.cols]]
-        others = sorted({_tags_text({k: v for k, v in c.items() if k != group})
-                         for c in grid.cells})
-        return head + (f" Columns: {', '.join(cols)} {group}; each row one noise vector "
-                       f"({'; '.join(others[:8])}).")
+        return path, caption(name, m, grid, NOISE, f"seed {a} to seed {b}", ms, psi_f)
 
     def translate(self, model: str, image: Any, targets: Sequence[str] | None = None,
                   source: Sequence[str] | None = None) -> tuple[str, str]:
@@ -635,24 +216,6 @@ class DemoApp:
         d = list(m.meta.domains)
         return [gr.update(choices=d, value=[]), gr.update(choices=target_choices(m), value=[]),
                 _model_line(m)]
-
-
-def _tags_text(tags: Mapping[str, str]) -> str:
-    return " ".join(f"{v} {k}" for k, v in tags.items()) or "no tags"
-
-
-def _model_line(m: Model) -> str:
-    return f"Runs on **{m.provider}** · {m.meta.image_size} px · step {m.meta.step}"
-
-
-def _orig_name(payload: Any) -> str:
-    if isinstance(payload, Mapping):
-        return str(payload.get("orig_name") or "upload")
-    return Path(str(payload)).name if isinstance(payload, (str, Path)) else "upload"
-
-
-def _digest(pixels: np.ndarray) -> str:
-    return hashlib.sha1(pixels.tobytes()).hexdigest()[:10]
 
 
 def build_app(models_dir: str | Path, *, device: str = "auto",

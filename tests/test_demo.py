@@ -428,7 +428,7 @@ def test_read_upload_converts_any_image(tmp_path: Path) -> None:
 
 
 def test_read_upload_refuses_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import demo.app as demo_app
+    import demo.core as demo_app
     from export.runtime import InputError
 
     (tmp_path / "notes.txt").write_text("hello, not an image")
@@ -515,6 +515,19 @@ def test_demo_process_never_imports_torch(models_dir: Path, tmp_path: Path) -> N
                          env=demo_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+    # The pure part (grids, walks, uploads, captions) needs neither gradio nor torch.
+    code = ("import sys, demo.core as c\n"
+            "cat = c.load_catalog(sys.argv[1], 'cpu')\n"
+            "m = cat.generators['cgan']\n"
+            "g = c.generate_grid(m, {'hair': 'blue'}, 0, 4, 'noise', 0.7)\n"
+            "print(c.caption('cgan', m, g, 'noise', 'seed 0', 1.0, 0.7))\n"
+            "print(sorted({k.split('.')[0] for k in sys.modules} & {'torch', 'gradio'}))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(models_dir)], cwd=ROOT,
+                         env=demo_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert "truncation psi 0.7" in lines[0] and "blue hair" in lines[0]
+    assert lines[-1] == "[]"
 
 
 # -- the running server -----------------------------------------------------------------------
