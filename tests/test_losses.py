@@ -266,3 +266,14 @@ def test_r1_stays_fp32_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         r1 = r1_penalty(lambda v: D(v).flatten(1).mean(1), x)
     assert r1.dtype == torch.float32
+
+
+def test_pooled_mode_seeking_does_not_count_pixel_noise_as_variety():
+    base = torch.rand(2, 3, 8, 8)
+    checker = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2 * 2 - 1.0  # mean 0 per 2x2
+    noisy = base + 0.5 * checker
+    z_a, z_b = torch.zeros(2, 4), torch.ones(2, 4)
+    raw = mode_seeking_loss(noisy, base, z_a, z_b)
+    pooled = mode_seeking_loss(noisy, base, z_a, z_b, pool=2)
+    assert raw.item() == pytest.approx(1 / (0.5 + 1e-5), rel=1e-4)  # the noise looks like variety
+    assert pooled.item() > 1e4  # pooled, the two images are the same: no credit

@@ -70,6 +70,7 @@ class LossConfig:
     l1: float = 0.0  # G: L1 between fake and real images of the same tags (report 000)
     feature_matching: float = 0.0  # G: L2 between mean D features of real and fake
     mode_seeking: float = 0.0  # G: MSGAN term against z being ignored (pairs share tags)
+    mode_seeking_pool: int = 1  # average-pool images by this factor before the MSGAN distance
     lambda_cls: float = 1.0  # StarGAN domain classification
     lambda_rec: float = 10.0  # StarGAN cycle reconstruction
     lambda_mask: float = 0.0  # StarGAN g_output=attention: mean attention (GANimation 0.1)
@@ -148,7 +149,7 @@ ENUMS: dict[str, tuple[str, ...]] = {
 POSITIVE = ("data.size", "batch_size", "steps", "d_every", "d_repeat", "g_every", "g_repeat",
             "log_every", "sample_every", "ckpt_every", "keep_ckpts", "n_samples",
             "model.z_dim", "model.g_ch", "model.d_ch", "g_optim.lr", "d_optim.lr",
-            "loss.r1_every", "aug.interval", "aug.kimg")
+            "loss.r1_every", "aug.interval", "aug.kimg", "loss.mode_seeking_pool")
 
 
 def list_presets() -> list[str]:

@@ -248,11 +248,16 @@ def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tens
 
 
 def mode_seeking_loss(fake_a: torch.Tensor, fake_b: torch.Tensor, z_a: torch.Tensor,
-                      z_b: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+                      z_b: torch.Tensor, eps: float = 1e-5, pool: int = 1) -> torch.Tensor:
     """MSGAN (Mao et al. 2019): 1 / (mean|G(z_a, c) - G(z_b, c)| / mean|z_a - z_b| + eps).
 
     Pairs share their tags, so the term grows when G draws the same image for
     different z: the conditional mode collapse that tag accuracy cannot see.
+    ``pool > 1`` measures the distance on images average-pooled by that factor:
+    per-pixel noise that differs between z then no longer counts as variety, only
+    differences of shape and colour at that scale do (MSGAN measures raw pixels).
     """
+    if pool > 1:
+        fake_a, fake_b = F.avg_pool2d(fake_a.float(), pool), F.avg_pool2d(fake_b.float(), pool)
     ratio = (fake_a.float() - fake_b.float()).abs().mean() / (z_a - z_b).abs().mean()
     return 1.0 / (ratio + eps)

@@ -209,7 +209,8 @@ class GanRecipe(Recipe):
             loss = loss + lc.l1 * l1
             logs["l1"] = l1.detach()
         if half:
-            ms = mode_seeking_loss(fake[:half], fake[half:2 * half], z[:half], z[half:2 * half])
+            ms = mode_seeking_loss(fake[:half], fake[half:2 * half], z[:half], z[half:2 * half],
+                                   pool=lc.mode_seeking_pool)
             loss = loss + lc.mode_seeking * ms
             logs["ms"] = ms.detach()
         if lc.feature_matching > 0:
