@@ -275,8 +275,8 @@ def _newest_step(path: Path) -> int:
 
 
 def test_kill_9_at_random_moments_then_resume_is_bitwise_exact(avatar_dir, tmp_path):
-    """6 kill -9 (at least 2 while a checkpoint is being written), resume each time."""
-    common = ["steps=30", "ckpt_every=1", "keep_ckpts=2", "sample_every=1000", "log_every=5",
+    """5 kill -9 (at least 2 while a checkpoint is being written), resume each time."""
+    common = ["steps=24", "ckpt_every=1", "keep_ckpts=2", "sample_every=1000", "log_every=5",
               "g_every=2"]
     straight = tmp_path / "straight"
     res = run(train_cmd(straight, avatar_dir, *common))
@@ -285,7 +285,7 @@ def test_kill_9_at_random_moments_then_resume_is_bitwise_exact(avatar_dir, tmp_p
     path = tmp_path / "killed"
     rng = random.Random(15)
     kills, during_write, starts = 0, 0, 0
-    while kills < 6 and starts < 20:
+    while kills < 5 and starts < 20:
         starts += 1
         before = _newest_step(path)
         proc = subprocess.Popen(train_cmd(path, avatar_dir, *common, "--resume", "auto"),
@@ -316,7 +316,7 @@ def test_kill_9_at_random_moments_then_resume_is_bitwise_exact(avatar_dir, tmp_p
     res = run(train_cmd(path, avatar_dir, *common, "--resume", "auto"))
     assert res.returncode == 0, res.stderr[-3000:]
     a, b = latest_checkpoint(straight), latest_checkpoint(path)
-    assert a.name == b.name == "step_00000030"
+    assert a.name == b.name == "step_00000024"
     for f in ("g_ema.safetensors", "model.safetensors", "model_1.safetensors"):
         ta, tb = load_file(a / f), load_file(b / f)
         assert all(torch.equal(ta[k], tb[k]) for k in ta), f"{f} differs after the kills"
