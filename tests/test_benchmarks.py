@@ -112,3 +112,16 @@ def test_quality_vs_time_tiny(tmp_path: Path) -> None:
         positive(r, "fid", "fid_floor", "step")
         assert 0.0 <= r["acc_joint"] <= 1.0
     assert figure.is_file() and figure.stat().st_size > 1000
+
+
+def test_model_costs_tiny(tmp_path: Path) -> None:
+    out = tmp_path / "costs.json"
+    res = subprocess.run([sys.executable, "-m", "benchmarks.model_costs", "--tiny", "--json",
+                          str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = {r["trunk"]: r for r in json.loads(out.read_text())["results"]}
+    for r in rows.values():
+        positive(r, "g_params_m", "d_params_m", "g_gflop", "d_gflop")
+    # resize-conv upsampling costs more than the transposed convs it replaces
+    assert (rows["dcgan + nearest, width 32 (cgan_avatars)"]["g_gflop"]
+            > rows["dcgan, width 32 (cgan_avatars_dcgan)"]["g_gflop"])
