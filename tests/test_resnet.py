@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from test_models import GROUPS, K, n_params, tags_for  # the same 22 avatar tags
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -13,26 +14,12 @@ from trainer.config import ConfigError, load_config
 from trainer.models import DOutput, build_discriminator, build_generator
 from trainer.models.resnet import ConditionalBatchNorm2d
 
-GROUPS = [12, 10]
-K = sum(GROUPS)
-
 
 def cfg_of(*overrides: str):
     return load_config(None, ["model.arch=resnet", *overrides])
 
 
-def tags_for(b: int) -> torch.Tensor:
-    t = torch.zeros(b, K)
-    t[torch.arange(b), torch.arange(b) % GROUPS[0]] = 1
-    t[torch.arange(b), GROUPS[0] + torch.arange(b) % GROUPS[1]] = 1
-    return t
-
-
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-def conv(cin, cout, k, bias=True):
+def conv(cin: int, cout: int, k: int, bias: bool = True) -> int:
     return cin * cout * k * k + (cout if bias else 0)
 
 
