@@ -165,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         finish_machine(machine)
         figure = Path(args.figure) if args.figure else out / "quality_vs_time.png"
         line = machine_line(machine)
-        plot(rows, figure, line.split(";")[0].removeprefix("Machine: "))
+        threads = machine["torch_threads"]
+        plot(rows, figure, f"{machine['cpu']}: {threads} torch thread{'s' * (threads > 1)}, "
+                           f"native bf16 {'yes' if machine['native_bf16'] else 'no'}")
         report = {"benchmark": "quality_vs_time", "machine": machine, "results": rows,
                   "figure": str(figure),
                   "settings": {"presets": args.preset, "minutes": minutes,
