@@ -71,11 +71,17 @@ def evaluation(run: Path) -> dict[str, Any] | None:
             "summary": summary}
 
 
-def training(checkpoint: Path, run: Path) -> dict[str, Any]:
-    """Steps, images, seconds and world of the exported checkpoint (meta.json, world.json)."""
+def training(checkpoint: Path, run: Path, batch_size: int) -> dict[str, Any]:
+    """Steps, images, seconds and world of the exported checkpoint (meta.json, world.json).
+
+    meta.json's ``consumed`` counts the batches of one process; ``batch_size`` is per process.
+    """
     meta = read_json(checkpoint / "meta.json") or {}
     world = read_json(run / "world.json") or {}
-    out = {"steps": meta.get("step"), "images_seen": meta.get("consumed"),
+    seen = None
+    if isinstance(meta.get("consumed"), int):
+        seen = meta["consumed"] * batch_size * int(meta.get("world_size") or 1)
+    out = {"steps": meta.get("step"), "images_seen": seen,
            "seconds": round(meta["elapsed"], 1) if isinstance(meta.get("elapsed"), float)
            else meta.get("elapsed"), "world_size": meta.get("world_size"),
            "mixed_precision": world.get("mixed_precision"), "device": world.get("device")}
@@ -129,7 +135,7 @@ def model_card(name: str, meta: Mapping[str, str], cfg: TrainConfig, run: Path,
     kind, size = meta["kind"], int(meta["image_size"])
     groups = json.loads(meta.get("tag_groups", "[]"))
     data = dataset_info(cfg)
-    train = training(checkpoint, run)
+    train = training(checkpoint, run, cfg.batch_size)
     ev = evaluation(run)
     front: dict[str, Any] = {
         "library_name": "onnx",

@@ -454,7 +454,8 @@ def test_model_card_matches_the_run(avatar_dir, tmp_path):
     assert front["step"] == 12 and front["config_sha256"] == config_sha256(cfg)
     assert front["config_name"] == cfg.name and front["arch"] == cfg.model.arch
     assert front["image_size"] == 32 and front["kind"] == "gan"
-    assert front["training"] == {"steps": 12, "images_seen": 768, "seconds": 41.3,
+    assert front["training"] == {"steps": 12, "images_seen": 768 * cfg.batch_size * 2,
+                                 "seconds": 41.3,
                                  "world_size": 2, "mixed_precision": "bf16", "device": "cpu"}
     assert front["evaluation"] == {"step": 10, "checkpoint": checkpoint_name(10),
                                    "summary": summary}
