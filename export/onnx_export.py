@@ -297,8 +297,13 @@ def _to_fp16(path: Path) -> None:
     import onnx_ir as ir
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = ir.serde.deserialize_model(
-        convert_float_to_float16(onnx.load(str(path)), keep_io_types=True))
+    try:
+        model = ir.serde.deserialize_model(
+            convert_float_to_float16(onnx.load(str(path)), keep_io_types=True))
+    except (ValueError, ir.serde.SerdeError) as e:  # an invalid converted graph
+        first = str(e.__cause__ or e).splitlines()[0][:200]
+        raise ExportError(f"--fp16: onnxruntime's float16 converter produced an invalid graph "
+                          f"for this generator ({first}); export it in float32") from None
     model.graph.sort()
     ir.save(model, str(path))
 
