@@ -149,8 +149,8 @@ def real_vs_real_fid(dataset: object, n: int, seed: int, resize: str,
     n and resize. Both feature sets are cached.
     """
     images = dataset.images  # type: ignore[attr-defined]
-    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    idx_a, idx_b = perm[:n], perm[n:2 * n]
+    idx = sample_indices(len(images), 2 * n, seed)  # the first n are fid_for_generator's
+    idx_a, idx_b = idx[:n], idx[n:]
     if len(idx_b) < 2:
         raise EvalError(f"the real-vs-real floor needs more than {n} + 1 images; the dataset "
                         f"has {len(images)} (lower --n)")
