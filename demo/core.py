@@ -28,7 +28,8 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from demo.examples import ATTRIBUTES as EXAMPLE_ATTRIBUTES
-from export.runtime import RANDOM, InputError, Model, load_model, slerp
+from export.runtime import RANDOM, InputError, Model, as_input_error, load_model
+from trainer.noise import slerp
 
 log = logging.getLogger("tagface.demo")
 
@@ -152,19 +153,9 @@ def resolve_tags(model: Model, tags: Mapping[str, str | None]) -> dict[str, str]
     Missing groups are random; keys of groups this model lacks are ignored (the page
     sends every dropdown, including those of other models).
     """
-    out = {}
-    for g in model.meta.tag_groups:
-        value = next((tags[k] for k in (g.name, *g.aliases) if tags.get(k)), RANDOM)
-        v = str(value).strip().lower()
-        if v == RANDOM:
-            out[g.name] = RANDOM
-            continue
-        match = [t for t in g.tags if t.lower() == v]
-        if not match:
-            raise InputError(f"unknown {g.name} tag {value!r}; valid {g.name} tags are "
-                             f"{', '.join(g.tags)} (or {RANDOM})")
-        out[g.name] = match[0]
-    return out
+    if not model.meta.tag_groups:
+        return {}
+    return model.choose_tags(tags, lenient=True)
 
 
 def _int(value: Any, name: str, lo: int, hi: int) -> int:
@@ -213,11 +204,8 @@ def generate_grid(model: Model, tags: Mapping[str, str | None], seed: int, count
     notes: list[str] = []
 
     def draw(n: int) -> list[dict[str, str]]:
-        """n tag dicts with every "random" group drawn per dict."""
-        drawn = {g.name: (rng.integers(len(g.tags), size=n) if choice[g.name] == RANDOM
-                          else None) for g in groups}
-        return [{g.name: choice[g.name] if drawn[g.name] is None
-                 else g.tags[int(drawn[g.name][i])] for g in groups} for i in range(n)]
+        """n tag dicts with every "random" group drawn per dict (tagvocab Vocab.draw)."""
+        return model.meta.tag_vocab.draw(choice, n, rng)
 
     if mode == NOISE:
         z = model.sample_z(count, rng, psi)  # noise first: a seed's noise never depends on tags
@@ -235,13 +223,6 @@ def generate_grid(model: Model, tags: Mapping[str, str | None], seed: int, count
     return Grid(tile(images, cols), cells, cols, notes)
 
 
-def _draw_tags(model: Model, choice: Mapping[str, str], rng: np.random.Generator
-               ) -> dict[str, str]:
-    """One tag per group: the chosen one, or a draw from ``rng`` for "random"."""
-    return {g.name: g.tags[int(rng.integers(len(g.tags), size=1)[0])] if choice[g.name] == RANDOM
-            else choice[g.name] for g in model.meta.tag_groups}
-
-
 def walk_strip(model: Model, tags: Mapping[str, str | None], seed_a: int, seed_b: int,
                frames: int, psi: float = 1.0) -> Grid:
     """A latent walk: ``frames`` images from seed A's noise to seed B's (slerp), one row.
@@ -252,7 +233,7 @@ def walk_strip(model: Model, tags: Mapping[str, str | None], seed_a: int, seed_b
     choice = resolve_tags(model, tags)
     rng = np.random.default_rng(seed_a)
     z_a = model.sample_z(1, rng, psi)
-    cell = _draw_tags(model, choice, rng)
+    cell = model.meta.tag_vocab.draw(choice, 1, rng)[0]
     z = slerp(z_a, model.sample_z(1, seed_b, psi), frames)
     cells = [cell] * frames
     images = model.generate(cells if model.meta.tag_groups else None, z=z)
@@ -337,28 +318,20 @@ def domain_targets(model: Model, targets: Sequence[str],
 
     A member of an exclusive set (a hair colour) is switched on and its siblings off;
     any other domain is flipped (on if the input lacks it, off if it has it), as the
-    official StarGAN test grid does. No targets: every domain.
+    official StarGAN test grid does (tagvocab ``Domains.grid_targets``). No targets:
+    every domain. The label of a domain switched off is "no <domain>".
     """
-    names = model.meta.domains
+    domains = model.meta.domain_vocab
     src = model.encode_domains(list(source))
-    out = []
-    for target in targets or names:
-        d = next((n for n in names if n.lower() == str(target).strip().lower()), None)
-        if d is None:
-            raise InputError(f"unknown domain {target!r}; this model's domains are "
-                             f"{', '.join(names)}")
-        if any(d in group for group in model.meta.exclusive):
-            out.append((d, model.encode_domains([d], source=src)))
-        else:
-            on = src[names.index(d)] == 0
-            out.append((d if on else f"no {d}", model.encode_domains({d: float(on)}, source=src)))
-    return out
+    with as_input_error():
+        plan = domains.grid_targets(src, list(targets) or None)
+    return [(d if domains.is_exclusive(d) or src[domains.index(d)] == 0 else f"no {d}", v)
+            for d, v in plan]
 
 
 def source_domains(model: Model, names: Sequence[str]) -> list[str]:
     """The model's domains among ``names`` (case ignored), in the model's order."""
-    want = {str(n).strip().lower() for n in names}
-    return [d for d in model.meta.domains if d.lower() in want]
+    return model.meta.domain_vocab.among(names)
 
 
 def target_choices(model: Model, source: Sequence[str] = ()) -> list[tuple[str, str]]:
@@ -368,13 +341,10 @@ def target_choices(model: Model, source: Sequence[str] = ()) -> list[tuple[str, 
     and is left out; any other domain it has is offered as "no X" (domain_targets
     switches it off), so a short-haired face is never offered "Short_Hair".
     """
-    has = set(source_domains(model, source))
-    out = []
-    for d in model.meta.domains:
-        if d in has and any(d in group for group in model.meta.exclusive):
-            continue
-        out.append((f"no {d}" if d in has else d, d))
-    return out
+    domains = model.meta.domain_vocab
+    has = set(domains.among(source))
+    return [(f"no {d}" if d in has else d, d) for d in domains.names
+            if not (d in has and domains.is_exclusive(d))]
 
 
 # -- files ----------------------------------------------------------------------------

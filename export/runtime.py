@@ -11,25 +11,18 @@ s = load_model("models/stargan_avatars.onnx")
 out = s.translate(img_uint8_hwc, ["blonde_hair"])   # uint8 [S, S, 3]
 ```
 Everything the model needs (tag groups, z size, image size, domains, value range,
-how to prepare an input image) is read from the file's metadata_props; no tagface
-code is needed to describe it. Noise comes from ``trainer.noise`` (numpy only:
-importing this module never imports torch).
-Provider choice: CUDAExecutionProvider only when onnxruntime has it, an NVIDIA
-driver with a device answers, and the CUDA/cuDNN libraries load; otherwise CPU,
-decided without asking ONNX Runtime for CUDA (which prints error lines when it
-cannot have it).
+how to prepare an input image) is read from the file's metadata_props, so other
+runtimes need no tagface code; here its tags and domains become ``tagvocab`` objects.
+Noise comes from ``trainer.noise``; both are numpy only, so this never imports torch.
+Provider: CUDA only when export.cuda_probe finds a driver, a device and the libraries.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import io
 import json
 import logging
-import platform
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,42 +30,45 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
+from export.cuda_probe import cuda_driver as _cuda_driver
+from export.cuda_probe import cuda_libraries as _cuda_libraries
+from tagvocab import RANDOM, Domains, DomainSpec, TagGroup, Vocab, VocabError
 from trainer import noise
+from trainer.noise import slerp as slerp  # re-exported: the demo's latent walk
 
 log = logging.getLogger("tagface.runtime")
 
-RANDOM = "random"  # a tag value meaning "draw this group's tag at random"
 GAN_INPUTS = ("z", "tags")  # "tags" absent when unconditional
 STARGAN_INPUTS = ("image", "domains")
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
 TagSpec = Mapping[str, str] | str | None
-DomainSpec = Sequence[str] | Mapping[str, float] | str | np.ndarray
 
 
 class InputError(ValueError):
     """A tag, domain, image or file the model cannot take; the message lists what it can."""
 
 
+@contextlib.contextmanager
+def as_input_error() -> Iterator[None]:
+    """Turn tagvocab's VocabError into InputError (same message), the runtime's one error."""
+    try:
+        yield
+    except VocabError as e:
+        raise InputError(str(e)) from None
+
+
 # -- metadata ------------------------------------------------------------------------
 @dataclass(frozen=True)
-class TagGroup:
-    name: str  # group word as written in text, e.g. "hair"
-    tags: tuple[str, ...]  # one-hot order
-    aliases: tuple[str, ...] = ()  # other words for the group, e.g. "eye"
-
-
-@dataclass(frozen=True)
 class Meta:
-    """The model's metadata_props, parsed."""
+    """The model's metadata_props, parsed; tags and domains rebuilt as tagvocab objects."""
 
     kind: str  # "gan" (inputs z, tags) | "stargan" (inputs image, domains)
     image_size: int
     z_dim: int  # 0 for StarGAN
-    tag_groups: tuple[TagGroup, ...]  # () when unconditional or StarGAN
-    domains: tuple[str, ...]  # () unless StarGAN
-    exclusive: tuple[tuple[str, ...], ...]  # domain sets of which at most one is on
+    tag_vocab: Vocab  # no groups when unconditional or StarGAN
+    domain_vocab: Domains  # no names unless StarGAN
     value_range: tuple[float, float]  # pixel values of inputs and outputs
     step: int
     config_sha256: str
@@ -83,8 +79,23 @@ class Meta:
     props: Mapping[str, str] = field(default_factory=dict, repr=False)  # everything, raw
 
     @property
+    def tag_groups(self) -> tuple[TagGroup, ...]:
+        """The tag groups in one-hot order; () when unconditional or StarGAN."""
+        return self.tag_vocab.groups
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        """The StarGAN domain names in vector order; () for GANs."""
+        return self.domain_vocab.names
+
+    @property
+    def exclusive(self) -> tuple[tuple[str, ...], ...]:
+        """Domain sets of which at most one is on (hair colours)."""
+        return self.domain_vocab.exclusive
+
+    @property
     def n_tags(self) -> int:
-        return sum(len(g.tags) for g in self.tag_groups)
+        return self.tag_vocab.n_tags
 
     @property
     def conditional(self) -> bool:
@@ -97,14 +108,13 @@ def parse_metadata(props: Mapping[str, str]) -> Meta:
         raise InputError(f"not a tagface generator: metadata kind is {props.get('kind')!r} "
                          f"(expected 'gan' or 'stargan')")
     try:
-        groups = tuple(TagGroup(g["name"], tuple(g["tags"]), tuple(g.get("aliases", ())))
-                       for g in json.loads(props.get("tag_groups", "[]")))
+        tags = Vocab.from_dict({"groups": json.loads(props.get("tag_groups", "[]"))})
         dom = json.loads(props.get("domains", "{}")) or {}
+        domains = Domains.from_dict({"kind": "domains", "names": dom.get("names", ()),
+                                     "exclusive": dom.get("exclusive", ())})
         lo, hi = json.loads(props.get("value_range", "[-1, 1]"))
         return Meta(kind=props["kind"], image_size=int(props["image_size"]),
-                    z_dim=int(props.get("z_dim", 0)), tag_groups=groups,
-                    domains=tuple(dom.get("names", ())),
-                    exclusive=tuple(tuple(g) for g in dom.get("exclusive", ())),
+                    z_dim=int(props.get("z_dim", 0)), tag_vocab=tags, domain_vocab=domains,
                     value_range=(float(lo), float(hi)), step=int(props.get("step", -1)),
                     config_sha256=props.get("config_sha256", ""),
                     tagface_version=props.get("tagface_version", ""),
@@ -117,59 +127,6 @@ def parse_metadata(props: Mapping[str, str]) -> Meta:
 
 
 # -- provider choice -----------------------------------------------------------------
-def _cuda_driver() -> tuple[bool, str]:
-    """Is an NVIDIA driver installed, new enough for this onnxruntime, with a device?"""
-    name = "nvcuda.dll" if platform.system() == "Windows" else "libcuda.so.1"
-    try:
-        cuda = ctypes.CDLL(name)
-    except OSError:
-        return False, f"no NVIDIA driver: {name} not found"
-    if (rc := cuda.cuInit(0)) != 0:
-        return False, f"NVIDIA driver present but cuInit failed (CUresult {rc})"
-    count, version = ctypes.c_int(0), ctypes.c_int(0)
-    if cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value < 1:
-        return False, "NVIDIA driver present but no CUDA device visible"
-    needed = _ort_cuda_version()
-    if needed and cuda.cuDriverGetVersion(ctypes.byref(version)) == 0 \
-            and version.value < needed[0] * 1000 + needed[1] * 10:
-        return False, (f"driver supports CUDA {version.value // 1000}.{version.value % 1000 // 10}"
-                       f", onnxruntime needs {needed[0]}.{needed[1]}")
-    return True, f"{count.value} CUDA device(s)"
-
-
-def _ort_cuda_version() -> tuple[int, int] | None:
-    with contextlib.suppress(Exception):
-        from onnxruntime.capi import build_and_package_info as info
-
-        major, minor = str(info.cuda_version).split(".")[:2]
-        return int(major), int(minor)
-    return None
-
-
-def _cuda_libraries() -> tuple[bool, str]:
-    """Do the CUDA provider library, its CUDA libraries (cuBLASLt, cudart...) and cuDNN load?"""
-    capi = Path(ort.__file__).parent / "capi"
-    windows = platform.system() == "Windows"
-    libs = [str(capi / ("onnxruntime_providers_cuda.dll" if windows
-                        else "libonnxruntime_providers_cuda.so")),
-            "cudnn64_9.dll" if windows else "libcudnn.so.9"]
-
-    def first_missing() -> str | None:
-        for lib in libs:
-            try:
-                ctypes.CDLL(lib)
-            except OSError as e:
-                return str(e)
-        return None
-
-    if first_missing() and hasattr(ort, "preload_dlls"):
-        # CUDA from the nvidia-* pip packages: let onnxruntime load them (it prints on failure).
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
-            ort.preload_dlls()
-    missing = first_missing()
-    return (False, f"CUDA libraries not loadable: {missing}") if missing else (True, "")
-
-
 def cuda_status() -> tuple[bool, str]:
     """(usable, reason): whether CUDAExecutionProvider can really run here, and why (not)."""
     if CUDA not in ort.get_available_providers():
@@ -241,23 +198,6 @@ def as_rgb_batch(image: np.ndarray) -> tuple[np.ndarray, bool]:
     return a, single
 
 
-def slerp(a: np.ndarray, b: np.ndarray, frames: int) -> np.ndarray:
-    """``frames`` noise vectors [frames, D] from ``a`` to ``b`` (both [D] or [1, D]) along
-    the great circle between them, the usual latent walk for Gaussian noise: a straight
-    line would pass through vectors of atypically small norm. Ends are ``a`` and ``b``."""
-    a = np.asarray(a, np.float64).reshape(-1)
-    b = np.asarray(b, np.float64).reshape(-1)
-    t = np.linspace(0.0, 1.0, frames)[:, None]
-    cos = np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12)
-    omega = np.arccos(np.clip(cos, -1.0, 1.0))
-    if np.sin(omega) < 1e-6:  # (anti)parallel: the circle is not defined, walk straight
-        out = (1 - t) * a + t * b
-    else:
-        out = (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
-    out[0], out[-1] = a, b
-    return out.astype(np.float32)
-
-
 # -- the model -----------------------------------------------------------------------
 class Model:
     """One exported generator: an ORT session, its metadata, and name-based input encoding."""
@@ -300,68 +240,30 @@ class Model:
 
     # -- tags ----------------------------------------------------------------------
     def valid_tags(self) -> str:
-        return "; ".join(f"{g.name}: {', '.join(g.tags)}" for g in self.meta.tag_groups)
-
-    def _group(self, word: str) -> TagGroup | None:
-        w = word.lower()
-        return next((g for g in self.meta.tag_groups
-                     if w == g.name.lower() or w in (a.lower() for a in g.aliases)), None)
-
-    def _tag(self, group: TagGroup, value: str) -> str:
-        v = value.strip().lower()
-        if v == RANDOM:
-            return RANDOM
-        for t in group.tags:
-            if t.lower() == v:
-                return t
-        raise InputError(f"unknown {group.name} tag {value!r}; valid {group.name} tags are "
-                         f"{', '.join(group.tags)} (or {RANDOM})")
+        """Every tag group and its tags, as error messages list them."""
+        return self.meta.tag_vocab.valid_tags()
 
     def parse_tags(self, text: str) -> dict[str, str]:
-        """``"blue hair red eyes"`` -> {"hair": "blue", "eyes": "red"}; ``"random"`` -> all random."""
-        if text.strip().lower() == RANDOM:
-            return {g.name: RANDOM for g in self.meta.tag_groups}
-        found: dict[str, str] = {}
-        pending: list[str] = []
-        for w in re.findall(r"[a-z0-9]+", text.lower()):
-            group = self._group(w)
-            if group is None:
-                pending.append(w)
-                continue
-            if not pending:
-                raise InputError(f"{w!r} in {text!r} has no tag before it; valid tags are "
-                                 f"{self.valid_tags()}")
-            if group.name in found:
-                raise InputError(f"{text!r} gives {group.name} twice")
-            found[group.name] = self._tag(group, " ".join(pending))
-            pending = []
-        if pending:
-            raise InputError(f"unknown word(s) {' '.join(pending)!r} in {text!r}; write tags as "
-                             f"'<tag> <group>', valid tags are {self.valid_tags()}")
-        return self._complete(found, text)
+        """``"blue hair red eyes"`` -> {"hair": "blue", "eyes": "red"}; ``"random"``: all random."""
+        with as_input_error():
+            return self.meta.tag_vocab.parse(text, random=RANDOM)
 
-    def _complete(self, found: Mapping[str, str], given: object) -> dict[str, str]:
-        missing = [g.name for g in self.meta.tag_groups if g.name not in found]
-        if missing:
-            raise InputError(f"{given!r} gives no {' or '.join(missing)} tag (use {RANDOM!r} for "
-                             f"any); valid tags are {self.valid_tags()}")
-        return {g.name: found[g.name] for g in self.meta.tag_groups}
+    def choose_tags(self, tags: TagSpec, *, lenient: bool = False) -> dict[str, str]:
+        """{group: tag or "random"} for every group, from text, a mapping or None (all random).
 
-    def _choice(self, tags: TagSpec) -> dict[str, str]:
+        ``lenient`` (the demo's dropdowns): groups not given are random and keys of
+        groups this model lacks are ignored; otherwise both raise InputError.
+        """
         if not self.meta.conditional:
             raise InputError(f"{self.path.name} is not tag-conditioned: it takes no tags")
+        vocab = self.meta.tag_vocab
         if tags is None:
-            return {g.name: RANDOM for g in self.meta.tag_groups}
+            return dict.fromkeys(vocab.group_names, RANDOM)
         if isinstance(tags, str):
             return self.parse_tags(tags)
-        found: dict[str, str] = {}
-        for key, value in tags.items():
-            group = self._group(key)
-            if group is None:
-                raise InputError(f"unknown tag group {key!r}; groups are "
-                                 f"{', '.join(g.name for g in self.meta.tag_groups)}")
-            found[group.name] = self._tag(group, value)
-        return self._complete(found, dict(tags))
+        with as_input_error():
+            return vocab.resolve(tags, random=RANDOM, default=RANDOM if lenient else None,
+                                 ignore_unknown=lenient)
 
     def encode_tags(self, tags: TagSpec, n: int | None = None,
                     seed: int | np.random.Generator | None = None) -> np.ndarray:
@@ -370,30 +272,16 @@ class Model:
         ``tags``: {"hair": "blue", "eyes": "red"}, text "blue hair red eyes", with
         "random" for any group (drawn per row from ``seed``); None = all random.
         """
-        choice = self._choice(tags)
+        vocab = self.meta.tag_vocab
+        choice = self.choose_tags(tags)
         rng = np.random.default_rng(seed)
-        rows = 1 if n is None else n
-        out = np.zeros((rows, self.meta.n_tags), dtype=np.float32)
-        offset = 0
-        for g in self.meta.tag_groups:
-            if choice[g.name] == RANDOM:
-                idx = rng.integers(len(g.tags), size=rows)
-            else:
-                idx = np.full(rows, g.tags.index(choice[g.name]))
-            out[np.arange(rows), offset + idx] = 1.0
-            offset += len(g.tags)
+        out = vocab.encode_indices(vocab.draw_indices(choice, 1 if n is None else n, rng))
         return out[0] if n is None else out
 
     def decode_tags(self, vector: np.ndarray) -> dict[str, str]:
         """The arg-max tag of each group of a [n_tags] vector."""
-        v = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if v.shape[0] != self.meta.n_tags:
-            raise InputError(f"tag vector has length {v.shape[0]}, expected {self.meta.n_tags}")
-        out, offset = {}, 0
-        for g in self.meta.tag_groups:
-            out[g.name] = g.tags[int(np.argmax(v[offset:offset + len(g.tags)]))]
-            offset += len(g.tags)
-        return out
+        with as_input_error():
+            return self.meta.tag_vocab.decode(vector)
 
     def sample_z(self, n: int, seed: int | np.random.Generator | None = None,
                  psi: float = 1.0) -> np.ndarray:
@@ -452,47 +340,18 @@ class Model:
         return t
 
     # -- domains -------------------------------------------------------------------
-    def _domain(self, name: str) -> int:
-        names = self.meta.domains
-        for i, d in enumerate(names):
-            if d == name or d.lower() == name.strip().lower():
-                return i
-        raise InputError(f"unknown domain {name!r}; this model's domains are {', '.join(names)}")
-
     def encode_domains(self, targets: DomainSpec, source: DomainSpec | None = None) -> np.ndarray:
         """Domain vector float32 [n_domains]: ``source`` with ``targets`` applied.
 
         ``targets``: names to switch on (a list, or "A,B" text), or {name: 0/1};
         switching on a member of an exclusive set (hair colours) switches its
-        siblings off. ``source``: the input image's attributes (names or a vector);
-        None starts from all off.
+        siblings off (tagvocab ``Domains.apply``). ``source``: the input image's
+        attributes (names or a vector); None starts from all off.
         """
         if self.meta.kind != "stargan":
             raise InputError(f"{self.path.name} is not a StarGAN model: it takes no domains")
-        n = len(self.meta.domains)
-        if source is None:
-            v = np.zeros(n, dtype=np.float32)
-        elif isinstance(source, np.ndarray):
-            v = source.astype(np.float32).reshape(-1).copy()
-            if v.shape[0] != n:
-                raise InputError(f"domain vector has length {v.shape[0]}, expected {n} "
-                                 f"({', '.join(self.meta.domains)})")
-        else:
-            v = self.encode_domains(source)
-        if isinstance(targets, np.ndarray):
-            return self.encode_domains([], targets)
-        if isinstance(targets, str):
-            targets = [t for t in re.split(r"[,\s]+", targets) if t]
-        items = targets.items() if isinstance(targets, Mapping) else ((t, 1.0) for t in targets)
-        for name, on in items:
-            i = self._domain(name)
-            if on:
-                for group in self.meta.exclusive:
-                    if self.meta.domains[i] in group:
-                        for sibling in group:
-                            v[self._domain(sibling)] = 0.0
-            v[i] = 1.0 if on else 0.0
-        return v
+        with as_input_error():
+            return self.meta.domain_vocab.vector(targets, source)
 
     def translate(self, image: np.ndarray, target_domains: DomainSpec,
                   source: DomainSpec | None = None) -> np.ndarray:

@@ -51,3 +51,20 @@ def sample_z(n: int, z_dim: int, seed: int | np.random.Generator, psi: float = 1
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     z = rng.standard_normal((n, z_dim), dtype=np.float32)
     return truncate(z, psi, rng)
+
+
+def slerp(a: np.ndarray, b: np.ndarray, frames: int) -> np.ndarray:
+    """``frames`` noise vectors [frames, D] from ``a`` to ``b`` (both [D] or [1, D]) along
+    the great circle between them, the usual latent walk for Gaussian noise: a straight
+    line would pass through vectors of atypically small norm. Ends are ``a`` and ``b``."""
+    a = np.asarray(a, np.float64).reshape(-1)
+    b = np.asarray(b, np.float64).reshape(-1)
+    t = np.linspace(0.0, 1.0, frames)[:, None]
+    cos = np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12)
+    omega = np.arccos(np.clip(cos, -1.0, 1.0))
+    if np.sin(omega) < 1e-6:  # (anti)parallel: the circle is not defined, walk straight
+        out = (1 - t) * a + t * b
+    else:
+        out = (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
+    out[0], out[-1] = a, b
+    return out.astype(np.float32)
