@@ -1,5 +1,6 @@
-"""The demo's pure part: models folder, grids, walks, uploads, domains, captions, files.
+"""The demo's pure part: grids, walks, uploads, domains, captions, files.
 
+The models folder (``Catalog``, ``load_catalog``) is demo.catalog, re-exported here.
 Everything here is plain Python on numpy, Pillow and ``export.runtime``: no Gradio, no
 torch, so it is unit-tested without a server. ``demo.app`` builds the page on it and
 turns ``InputError`` into Gradio's one-line ``gr.Error``.
@@ -11,27 +12,29 @@ import base64
 import binascii
 import hashlib
 import io
-import json
 import keyword
-import logging
 import math
 import os
 import re
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from demo.examples import ATTRIBUTES as EXAMPLE_ATTRIBUTES
-from export.runtime import RANDOM, InputError, Model, as_input_error, load_model
+from demo.catalog import IMAGE_SUFFIXES as IMAGE_SUFFIXES  # re-exported: the models folder
+from demo.catalog import Catalog as Catalog
+from demo.catalog import DemoError as DemoError
+from demo.catalog import Example as Example
+from demo.catalog import find_examples as find_examples
+from demo.catalog import load_catalog as load_catalog
+from demo.catalog import models_table as models_table
+from export.runtime import RANDOM, InputError, Model, as_input_error
 from trainer.noise import slerp
-
-log = logging.getLogger("tagface.demo")
 
 NOISE = "noise"  # mode: same tags, different noise
 EVERY = "every "  # mode prefix: same noise, every tag of one group ("every hair")
@@ -41,7 +44,6 @@ MAX_FRAMES = 32  # frames of one latent walk
 MAX_PIXELS = 40_000_000  # uploads with more pixels are refused before decoding
 DEFAULT_UPLOAD_MB = 10.0  # the CLI's --max-upload-mb default
 PAD = 2  # white pixels between grid cells
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 KEEP_OUTPUTS_S = 3600  # written PNGs older than this are deleted
 CHOICE_NAMES = ("model", "seed", "count", "mode", "psi",  # generate's own parameters
                 "seed_a", "seed_b", "frames")  # and walk's
@@ -50,89 +52,6 @@ CHOICE_NAMES = ("model", "seed", "count", "mode", "psi",  # generate's own param
 DEFAULT_PREPROCESS = {"alpha": "white", "crop": "center", "resize": "bilinear"}
 RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
               "lanczos": Image.Resampling.LANCZOS, "nearest": Image.Resampling.NEAREST}
-
-
-class DemoError(ValueError):
-    """A models folder the demo cannot serve; the message says what to do."""
-
-
-# -- the models folder ----------------------------------------------------------------
-@dataclass(frozen=True)
-class Example:
-    path: Path
-    source: tuple[str, ...] = ()  # domains the pictured face has (DIR/examples/<stem>.json)
-
-
-@dataclass
-class Catalog:
-    """What a models folder holds, loaded: one ORT session per model."""
-
-    folder: Path
-    generators: dict[str, Model] = field(default_factory=dict)  # file stem -> GAN model
-    translators: dict[str, Model] = field(default_factory=dict)  # file stem -> StarGAN model
-    examples: list[Example] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # "file: reason", shown on the page
-
-    @property
-    def models(self) -> dict[str, Model]:
-        return {**self.generators, **self.translators}
-
-
-def load_catalog(models_dir: str | Path, device: str = "auto") -> Catalog:
-    """Open every ``*.onnx`` of ``models_dir`` and list ``examples/``; DemoError if none loads."""
-    folder = Path(models_dir)
-    if not folder.is_dir():
-        raise DemoError(f"--models {models_dir}: no such folder")
-    files = sorted(folder.glob("*.onnx"))
-    if not files:
-        raise DemoError(f"{folder}: no .onnx files; export one with "
-                        f"`python -m export --run RUN --out {folder}`")
-    cat = Catalog(folder)
-    for f in files:
-        try:
-            model = load_model(f, device)
-        except InputError as e:
-            if device == "cuda":
-                raise DemoError(str(e)) from None
-            cat.skipped.append(f"{f.name}: {e}")
-            continue
-        except Exception as e:  # a file ONNX Runtime rejects in a way the runtime did not map
-            cat.skipped.append(f"{f.name}: {type(e).__name__}: {e}")
-            continue
-        (cat.translators if model.meta.kind == "stargan" else cat.generators)[f.stem] = model
-    if not cat.models:
-        raise DemoError(f"{folder}: none of the .onnx files could be loaded:\n  "
-                        + "\n  ".join(cat.skipped))
-    cat.examples = find_examples(folder / "examples")
-    return cat
-
-
-def find_examples(folder: Path) -> list[Example]:
-    """Images of ``folder``, each with the domains it has: from ``attributes.json``
-    (``{"1.png": ["Blond_Hair", ...]}``, written by ``python -m demo.examples``) or an
-    image's own ``<stem>.json`` (``{"source": ["Black_Hair", ...]}``)."""
-    if not folder.is_dir():
-        return []
-    table: dict[str, list[str]] = {}
-    listing = folder / EXAMPLE_ATTRIBUTES
-    if listing.is_file():
-        try:
-            table = {str(k): [str(a) for a in v] for k, v in json.loads(listing.read_text()).items()}
-        except (ValueError, AttributeError, TypeError) as e:
-            log.warning("%s: ignored (%s)", listing.name, e)
-    out = []
-    for p in sorted(folder.iterdir()):
-        if p.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        source: tuple[str, ...] = tuple(table.get(p.name, ()))
-        side = p.with_suffix(".json")
-        if side.is_file():
-            try:
-                source = tuple(str(s) for s in json.loads(side.read_text()).get("source", []))
-            except (ValueError, AttributeError, TypeError) as e:
-                log.warning("%s: ignored (%s)", side.name, e)
-        out.append(Example(p, source))
-    return out
 
 
 # -- generation -----------------------------------------------------------------------
@@ -404,29 +323,6 @@ def api_names(groups: Sequence[str]) -> dict[str, str]:
                 out[g] = name
                 break
     return out
-
-
-def models_table(cat: Catalog) -> str:
-    """Markdown: each model, what it takes and which ONNX Runtime provider runs it."""
-    rows = ["| model | kind | runs on | step |", "|---|---|---|---|"]
-    for name, m in cat.models.items():
-        meta = m.meta
-        if meta.kind == "stargan":
-            what = f"StarGAN {meta.image_size} px: {', '.join(meta.domains)}"
-        else:
-            groups = ", ".join(f"{g.name} ({len(g.tags)})" for g in meta.tag_groups)
-            what = f"GAN {meta.image_size} px" + (f", tags {groups}" if groups else
-                                                   ", unconditional")
-        rows.append(f"| `{name}` | {what} | **{m.provider}** | {meta.step} |")
-    text = "\n".join(rows)
-    reasons = sorted({f"{m.provider}: {m.provider_reason}" for m in cat.models.values()
-                      if m.provider_reason})
-    if reasons:
-        text += "\n\nWhy: " + "; ".join(reasons) + "."
-    if cat.skipped:
-        text += "\n\nNot loaded: " + "; ".join(f"`{s}`" for s in cat.skipped)
-    return text
-
 
 
 def caption(name: str, m: Model, grid: Grid, mode: str, seeds: str, ms: float,
