@@ -10,7 +10,8 @@ import torch
 from trainer.config import ConfigError, load_config
 from trainer.data.vocab import mlds_vocab
 from trainer.losses import gradient_penalty
-from trainer.recipes.gan import GanRecipe, bare_forward
+from trainer.modes import bare_forward
+from trainer.recipes.gan import GanRecipe
 
 VOCAB = mlds_vocab()
 TINY = ["data.size=32", "model.g_ch=8", "model.d_ch=8", "model.z_dim=16", "model.tag_embed=8",

@@ -3,8 +3,8 @@
 Every adversarial loss splits the D loss into a term for samples D should call
 real and one for samples it should call fake, so the matching-aware loss (a
 real image with wrong tags counts as fake) works with each of them. Adding a
-loss is one class here and one line in ``ADVERSARIAL``; nothing else branches
-on loss names. All terms are computed in fp32 from logits (softplus, never
+loss is one class here and one line in ``ADVERSARIAL``: the config's choices
+for ``loss.adv`` are read from it, and nothing else branches on loss names. All terms are computed in fp32 from logits (softplus, never
 log(sigmoid)), so they stay finite under bf16/fp16 autocast.
 """
 
@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from trainer.modes import full_precision
 
 
 def _f32(x: torch.Tensor) -> torch.Tensor:
@@ -121,12 +123,12 @@ def gradient_penalty(
 
     ``x_hat`` lies uniformly on the line between paired real and fake samples.
     Computed in fp32 with autocast disabled; ``critic`` must not re-enable it
-    (pass the bare forward of the model, not an autocast-wrapped one). The
+    (pass ``trainer.modes.fp32(D)``, not an autocast-wrapped forward). The
     graph is kept so the penalty's gradient reaches D's weights. Plain
     ``autograd.grad`` is right under DDP when the loop all-reduces gradients
     itself (no reducer hooks fire on the inner gradient).
     """
-    with torch.autocast(real.device.type, enabled=False):
+    with full_precision(real.device.type):
         real, fake = real.detach().float(), fake.detach().float()
         alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), generator=generator,
                            device=real.device if generator is None else generator.device)
@@ -147,7 +149,7 @@ def r1_penalty(
     The caller weighs it by gamma / 2 (and, lazily, by the interval, as StyleGAN2).
     fp32 with autocast disabled, graph kept, as ``gradient_penalty``.
     """
-    with torch.autocast(real.device.type, enabled=False):
+    with full_precision(real.device.type):
         x = real.detach().float().requires_grad_(True)
         scores = critic(x).float()
         (grad,) = torch.autograd.grad(scores.sum(), x, create_graph=True)

@@ -38,8 +38,9 @@ from torch import nn
 from trainer.config import ConfigError
 from trainer.data.transforms import load_image
 from trainer.data.vocab import Domains, VocabError
+from trainer.modes import eval_mode, to_uint8
 from trainer.runs import RunError, load_generator
-from trainer.viz import grid_image, to_uint8
+from trainer.viz import grid_image
 
 
 class TranslateError(ValueError):
@@ -80,16 +81,11 @@ def target_vector(domains: Domains, source: np.ndarray, to: Sequence[str] = (),
 def translate(G: nn.Module, images: torch.Tensor, targets: torch.Tensor | np.ndarray
               ) -> torch.Tensor:
     """G(images [B,3,S,S] in [-1,1], targets [B,K] or [K]) in eval mode -> [B,3,S,S] CPU float."""
-    ref = next(G.parameters())
     t = torch.as_tensor(np.asarray(targets, np.float32))
     if t.dim() == 1:
         t = t.expand(images.shape[0], -1)
-    was_training = G.training
-    G.eval()
-    try:
-        return G(images.to(ref.device, ref.dtype), t.to(ref.device, ref.dtype)).float().cpu()
-    finally:
-        G.train(was_training)
+    with eval_mode(G) as put:
+        return G(put(images), put(t)).float().cpu()
 
 
 def grid_with_header(images: torch.Tensor, nrow: int, titles: Sequence[str],

@@ -11,10 +11,7 @@ import torch
 from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float images -> uint8 [N, 3, H, W]."""
-    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+from trainer.modes import to_uint8
 
 
 def grid_image(images: torch.Tensor, nrow: int, padding: int = 2) -> Image.Image:

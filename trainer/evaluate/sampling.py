@@ -12,12 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainer.modes import eval_mode, to_uint8
 from trainer.noise import truncate
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float [N, 3, H, W] -> uint8 on CPU."""
-    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
 
 
 def generator_z_dim(G: nn.Module, default: int = 100) -> int:
@@ -50,16 +46,11 @@ class Truncated(nn.Module):
 def generate(G: nn.Module, z: torch.Tensor, tags: torch.Tensor | None,
              batch: int = 128) -> torch.Tensor:
     """uint8 images of G(z, tags), in eval mode, ``batch`` at a time (G's mode is restored)."""
-    ref = next(G.parameters())
-    was_training = G.training
-    G.eval()
     out = []
-    try:
+    with eval_mode(G) as put:
         for i in range(0, len(z), batch):
-            t = None if tags is None else tags[i:i + batch].to(ref.device, ref.dtype)
-            out.append(to_uint8(G(z[i:i + batch].to(ref.device, ref.dtype), t)))
-    finally:
-        G.train(was_training)
+            t = None if tags is None else tags[i:i + batch]
+            out.append(to_uint8(G(put(z[i:i + batch]), put(t))))
     return torch.cat(out) if out else torch.zeros(0, 3, 1, 1, dtype=torch.uint8)
 
 
@@ -74,16 +65,11 @@ def iter_generate(G: nn.Module, z: torch.Tensor, tags: torch.Tensor | None,
 def translate(G: nn.Module, images: torch.Tensor, domains: torch.Tensor,
               batch: int = 32) -> torch.Tensor:
     """StarGAN: uint8 translations of uint8 ``images`` to ``domains`` [N, n_domains]."""
-    ref = next(G.parameters())
-    was_training = G.training
-    G.eval()
     out = []
-    try:
+    with eval_mode(G) as put:
         for i in range(0, len(images), batch):
-            x = images[i:i + batch].to(ref.device).float().div(127.5).sub(1.0).to(ref.dtype)
-            out.append(to_uint8(G(x, domains[i:i + batch].to(ref.device, ref.dtype))))
-    finally:
-        G.train(was_training)
+            x = put(images[i:i + batch].float().div(127.5).sub(1.0))
+            out.append(to_uint8(G(x, put(domains[i:i + batch]))))
     return torch.cat(out) if out else torch.zeros(0, *images.shape[1:], dtype=torch.uint8)
 
 

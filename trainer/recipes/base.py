@@ -35,14 +35,14 @@ class Recipe:
 
     The loop replaces ``self.models[k]`` with its prepared (device, DDP) version
     before calling any phase, so step functions must read ``self.models[k]``
-    at call time. ``self.accelerator`` is set by the loop too.
+    at call time. Penalties call D through ``trainer.modes.fp32`` (fp32, no
+    wrappers), since the prepared forward runs under autocast.
     """
 
     models: dict[str, nn.Module]
     optimizers: dict[str, torch.optim.Optimizer]
     ema_of: str = "G"  # the loop keeps an EMA copy of this model; samples and export use it
     strip_cols: int = 4  # grid columns per frame of progress.png (0: whole rows)
-    accelerator = None
     augment = None  # D's trainer.augment.Augment, if aug.policy is set
 
     def observe_real(self, scores: torch.Tensor, logs: dict[str, torch.Tensor]) -> None:
@@ -51,26 +51,8 @@ class Recipe:
             self.augment.observe(scores)
             logs["aug_p"] = self.augment.p.detach().float().clone()
 
-    def fp32(self, name: str) -> Callable[..., object]:
-        """``models[name]`` called in fp32 with autocast off, e.g. for the gradient penalty.
-
-        Accelerate wraps a prepared model's forward in autocast; this calls the
-        original forward of the underlying module instead (no DDP hooks: the
-        loop synchronises gradients itself).
-        """
-        model = self.models[name]
-        if self.accelerator is not None:
-            model = self.accelerator.unwrap_model(model)
-        forward = model.__dict__.get("_original_forward", model.forward)
-        device_type = next(model.parameters()).device.type
-
-        def call(*args, **kwargs):
-            with torch.autocast(device_type=device_type, enabled=False):
-                return forward(*args, **kwargs)
-
-        return call
-
     def phases(self) -> list[Phase]:
+        """The optimizer updates of one iteration, in order."""
         raise NotImplementedError
 
     def fixed_inputs(self, dataset, n: int, seed: int) -> dict[str, torch.Tensor]:

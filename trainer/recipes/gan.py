@@ -21,16 +21,13 @@ Choices, documented:
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
-from trainer.augment import augment_of
-from trainer.config import ConfigError, OptimConfig, TrainConfig
+from trainer.config import ConfigError, TrainConfig
 from trainer.data.vocab import Vocab
 from trainer.losses import (
     ADVERSARIAL,
@@ -40,74 +37,20 @@ from trainer.losses import (
     l1_loss,
     matching_aware_d_loss,
     mode_seeking_loss,
-    r1_penalty,
     wrong_tags,
 )
 from trainer.models import build_discriminator, build_generator, is_conditional
+from trainer.modes import eval_mode, fp32, frozen
 from trainer.noise import truncate
 from trainer.recipes.base import Batch, Phase, Recipe, StepResult
-
-
-def build_optimizer(params, oc: OptimConfig) -> torch.optim.Optimizer:
-    """Adam / SGD / RMSprop from an OptimConfig; fused kernels where torch has them."""
-    params = list(params)
-    common = {"lr": oc.lr, "weight_decay": oc.weight_decay}
-    if oc.name == "adam":
-        cls, kw = torch.optim.Adam, {"betas": tuple(oc.betas)}
-    elif oc.name == "sgd":
-        cls, kw = torch.optim.SGD, {"momentum": oc.momentum}
-    elif oc.name == "rmsprop":
-        return torch.optim.RMSprop(params, momentum=oc.momentum, foreach=True, **common)
-    else:
-        raise ConfigError(f"optimizer name {oc.name!r}: expected adam, sgd or rmsprop")
-    try:
-        return cls(params, fused=True, **kw, **common)
-    except (RuntimeError, TypeError):  # an older torch or an unsupported device
-        return cls(params, foreach=True, **kw, **common)
-
-
-def bare_forward(module: nn.Module) -> Callable:
-    """The class ``forward`` of the innermost module, bound to it.
-
-    Skips DDP / DataParallel / torch.compile wrappers and any instance-level
-    forward patch (Accelerate wraps ``forward`` in autocast for mixed
-    precision), so the caller decides the precision. Used for the fp32
-    gradient penalty; valid because the loop all-reduces gradients itself.
-    """
-    m = module
-    while True:
-        if isinstance(m, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            m = m.module
-        elif isinstance(getattr(m, "_orig_mod", None), nn.Module):
-            m = m._orig_mod
-        else:
-            return type(m).forward.__get__(m)
-
-
-@contextlib.contextmanager
-def frozen(module: nn.Module) -> Iterator[None]:
-    """Parameters of ``module`` stop requiring grad while the graph is built inside.
-
-    Gradients still flow through the module to its inputs; its weights get none
-    (and their backward is skipped) even though the flag is restored on exit.
-    """
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, f in flags:
-            p.requires_grad_(f)
+from trainer.recipes.common import adversarial_phases, check_image_size, lazy_r1, set_pair
 
 
 class GanRecipe(Recipe):
     """Networks, optimizers and phases of the DCGAN family (see the module docstring)."""
 
     def __init__(self, cfg: TrainConfig, vocab: Vocab | None, image_size: int):
-        if image_size != cfg.data.size:
-            raise ConfigError(f"data.size={cfg.data.size} but the dataset images are "
-                              f"{image_size} px")
+        check_image_size(cfg, image_size)
         self.cfg = cfg
         self.conditional = is_conditional(cfg)
         if self.conditional and not isinstance(vocab, Vocab):
@@ -117,23 +60,13 @@ class GanRecipe(Recipe):
         self.vocab = vocab if self.conditional else None
         self.group_sizes: list[int] = vocab.group_sizes if self.conditional else []
         self.adv = ADVERSARIAL[cfg.loss.adv]
-        G = build_generator(cfg, sum(self.group_sizes))
-        D = build_discriminator(cfg, self.group_sizes)
-        self.models = {"G": G, "D": D}
-        self.augment = augment_of(D)
-        self.optimizers = {"G": build_optimizer(G.parameters(), cfg.g_optim),
-                           "D": build_optimizer(D.parameters(), cfg.d_optim)}
+        set_pair(self, build_generator(cfg, sum(self.group_sizes)),
+                 build_discriminator(cfg, self.group_sizes), cfg)
 
     def phases(self) -> list[Phase]:
-        c = self.cfg
-        phases = [
-            Phase("D", "D", self.d_step, every=c.d_every, repeat=c.d_repeat,
-                  after=self.clip_d if c.loss.clip > 0 else None),
-            Phase("G", "G", self.g_step, every=c.g_every, repeat=c.g_repeat),
-        ]
-        if c.loss.r1 > 0:  # lazy R1: its own D update every r1_every iterations
-            phases.insert(1, Phase("D_reg", "D", self.r1_step, every=c.loss.r1_every))
-        return phases
+        """D (with weight clipping if ``loss.clip``), lazy R1 if ``loss.r1``, then G."""
+        clip = self.clip_d if self.cfg.loss.clip > 0 else None
+        return adversarial_phases(self.cfg, self.d_step, self.g_step, self.r1_step, clip)
 
     # -- phases ---------------------------------------------------------------
     def _inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -165,7 +98,7 @@ class GanRecipe(Recipe):
             loss = self.adv.d_loss(out_real.score, out_fake.score)
         logs["adv"] = loss.detach()
         if lc.gp > 0:
-            forward = bare_forward(D)
+            forward = fp32(D)
             gp = gradient_penalty(lambda x: forward(x, tags).score, real, fake)
             loss = loss + lc.gp * gp
             logs["gp"] = gp.detach()
@@ -178,11 +111,9 @@ class GanRecipe(Recipe):
 
     def r1_step(self, batch: Batch) -> StepResult:
         """Lazy R1 on real images with their tags: gamma / 2 * E||grad D||^2, times the interval."""
-        lc = self.cfg.loss
         real, _, tags = self._inputs(batch)
-        forward = bare_forward(self.models["D"])
-        r1 = r1_penalty(lambda x: forward(x, tags).score, real)
-        return 0.5 * lc.r1 * lc.r1_every * r1, {"r1": r1.detach()}
+        forward = fp32(self.models["D"])
+        return lazy_r1(self.cfg, lambda x: forward(x, tags).score, real)
 
     def g_step(self, batch: Batch) -> StepResult:
         """G makes D call its fakes real; plus ACGAN, L1 and feature-matching terms if set."""
@@ -289,11 +220,5 @@ class GanRecipe(Recipe):
                 "same_noise_different_tags": (same_noise, n0)}
 
     def _generate(self, G: nn.Module, z: torch.Tensor, tags: torch.Tensor | None) -> torch.Tensor:
-        ref = next(G.parameters())
-        was_training = G.training
-        G.eval()
-        try:
-            out = G(z.to(ref.device), None if tags is None else tags.to(ref.device))
-        finally:
-            G.train(was_training)
-        return out.float().cpu()
+        with eval_mode(G) as put:
+            return G(put(z), put(tags)).float().cpu()

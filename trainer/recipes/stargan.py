@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.augment import augment_of
 from trainer.config import ConfigError, TrainConfig
 from trainer.data.vocab import Domains
-from trainer.losses import ADVERSARIAL, gradient_penalty, l1_loss, r1_penalty
+from trainer.losses import ADVERSARIAL, gradient_penalty, l1_loss
 from trainer.models.stargan import build_stargan_discriminator, build_stargan_generator
+from trainer.modes import eval_mode, fp32
 from trainer.recipes.base import Batch, Phase, Recipe, StepResult
-from trainer.recipes.gan import bare_forward, build_optimizer
+from trainer.recipes.common import adversarial_phases, check_image_size, lazy_r1, set_pair
 
 
 def domain_classification_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -72,26 +72,17 @@ class StarGanRecipe(Recipe):
         if not isinstance(domains, Domains):
             raise ConfigError(f"recipe=stargan needs attribute domains (data.attrs=[...]); "
                               f"got {type(domains).__name__}")
-        if image_size != cfg.data.size:
-            raise ConfigError(f"data.size={cfg.data.size} but the dataset images are "
-                              f"{image_size} px")
+        check_image_size(cfg, image_size)
         self.cfg = cfg
         self.domains = domains
         self.adv = ADVERSARIAL[cfg.loss.adv]
-        G = build_stargan_generator(cfg, domains.n_domains)
-        D = build_stargan_discriminator(cfg, domains.n_domains)
-        self.models = {"G": G, "D": D}
-        self.augment = augment_of(D)
-        self.optimizers = {"G": build_optimizer(G.parameters(), cfg.g_optim),
-                           "D": build_optimizer(D.parameters(), cfg.d_optim)}
+        # D is built without the model zoo's augmentation, as the recipe always has been.
+        set_pair(self, build_stargan_generator(cfg, domains.n_domains),
+                 build_stargan_discriminator(cfg, domains.n_domains), cfg)
 
     def phases(self) -> list[Phase]:
-        c = self.cfg
-        phases = [Phase("D", "D", self.d_step, every=c.d_every, repeat=c.d_repeat),
-                  Phase("G", "G", self.g_step, every=c.g_every, repeat=c.g_repeat)]
-        if c.loss.r1 > 0:  # lazy R1: its own D update every r1_every iterations
-            phases.insert(1, Phase("D_reg", "D", self.r1_step, every=c.loss.r1_every))
-        return phases
+        """D, lazy R1 if ``loss.r1``, then G every ``g_every`` iterations (n_critic)."""
+        return adversarial_phases(self.cfg, self.d_step, self.g_step, self.r1_step)
 
     # -- phases ---------------------------------------------------------------
     def d_step(self, batch: Batch) -> StepResult:
@@ -112,7 +103,7 @@ class StarGanRecipe(Recipe):
                 "cls_acc": domain_accuracy(cls_real, src_labels)}
         self.observe_real(src_real, logs)
         if lc.gp > 0:
-            forward = bare_forward(D)
+            forward = fp32(D)
             gp = gradient_penalty(lambda x: forward(x)[0], real, fake)
             loss = loss + lc.gp * gp
             logs["gp"] = gp.detach()
@@ -121,10 +112,8 @@ class StarGanRecipe(Recipe):
 
     def r1_step(self, batch: Batch) -> StepResult:
         """Lazy R1 on real images: gamma / 2 * E||grad_x mean src(x)||^2, times the interval."""
-        lc = self.cfg.loss
-        forward = bare_forward(self.models["D"])
-        r1 = r1_penalty(lambda x: forward(x)[0].flatten(1).mean(1), batch["image"])
-        return 0.5 * lc.r1 * lc.r1_every * r1, {"r1": r1.detach()}
+        forward = fp32(self.models["D"])
+        return lazy_r1(self.cfg, lambda x: forward(x)[0].flatten(1).mean(1), batch["image"])
 
     def g_step(self, batch: Batch) -> StepResult:
         """G: fool D, be classified as the target domains, and translate back to the source."""
@@ -177,14 +166,9 @@ def translation_grid(G: nn.Module, domains: Domains, images: torch.Tensor,
     Targets as the official test: a hair colour (exclusive set) switches its
     siblings off, any other attribute is flipped. G runs in eval mode.
     """
-    ref = next(G.parameters())
-    x = images.to(ref.device, ref.dtype)
     targets = domains.grid_targets(labels.float().cpu().numpy())  # K x (name, [R, K])
-    was_training = G.training
-    G.eval()
-    try:
-        outs = [x] + [G(x, torch.from_numpy(t).to(ref.device, ref.dtype)) for _, t in targets]
-    finally:
-        G.train(was_training)
+    with eval_mode(G) as put:
+        x = put(images)
+        outs = [x] + [G(x, put(torch.from_numpy(t))) for _, t in targets]
     grid = torch.stack(outs, dim=1)  # [R, 1+K, 3, S, S]
     return grid.flatten(0, 1).float().cpu(), grid.shape[1]
