@@ -44,7 +44,7 @@ from export.runtime import CPU, make_session
 from trainer import __version__
 from trainer.config import ConfigError, TrainConfig, config_sha256
 from trainer.data.vocab import Domains, Vocab, VocabError
-from trainer.models import is_conditional
+from trainer.families import family_of
 from trainer.runs import (
     EMA_FILE,
     META_FILE,
@@ -60,7 +60,6 @@ from trainer.runs import (
 FP32_TOL = 1e-4  # max abs difference ORT vs PyTorch, fp32 weights
 FP16_TOL = 2e-2  # the same with float16 weights (outputs in [-1, 1])
 FORMAT_VERSION = "2"  # of the metadata below; bump when a field changes meaning
-STARGAN_OUTPUT = "translated"
 # How an image input must be prepared: what trainer.data.transforms.load_image does to
 # every training image (composite onto white, centred square crop with torchvision's
 # rounding, PIL bilinear resize, antialiased when shrinking) and the scaling to
@@ -84,28 +83,20 @@ class NonFiniteOutput(ExportError):
 # -- what the graph takes ------------------------------------------------------------
 @dataclass(frozen=True)
 class Signature:
-    kind: str  # "gan" | "stargan"
+    kind: str  # the model family (trainer/families.py): "gan" | "stargan"
     inputs: dict[str, tuple[int, ...]]  # name -> shape without the batch axis, in order
     output: str
     group_sizes: tuple[int, ...] = ()  # tag groups (GAN) for valid random one-hots
 
 
 def signature(cfg: TrainConfig, vocab: Vocab | Domains | None) -> Signature:
-    """Inputs and output of the exported generator of ``cfg``."""
-    s = cfg.data.size
-    if cfg.model.arch == "stargan":
-        if not isinstance(vocab, Domains):
-            raise ExportError("a StarGAN run needs vocab.json listing its domains "
-                              f"(found {type(vocab).__name__ if vocab else 'none'})")
-        return Signature("stargan", {"image": (3, s, s), "domains": (vocab.n_domains,)},
-                         STARGAN_OUTPUT)
-    if not is_conditional(cfg):
-        return Signature("gan", {"z": (cfg.model.z_dim,)}, "image")
-    if not isinstance(vocab, Vocab):
-        raise ExportError(f"a conditional GAN run (model.cond={cfg.model.cond}) needs vocab.json "
-                          f"with its tag groups (found {type(vocab).__name__ if vocab else 'none'})")
-    return Signature("gan", {"z": (cfg.model.z_dim,), "tags": (vocab.n_tags,)}, "image",
-                     tuple(vocab.group_sizes))
+    """Inputs and output of the exported generator of ``cfg`` (its family's ``graph``)."""
+    family = family_of(cfg)
+    try:
+        io = family.graph(cfg, vocab)
+    except ConfigError as e:  # labels that do not fit the family
+        raise ExportError(str(e)) from None
+    return Signature(family.name, dict(io.inputs), io.output, io.group_sizes)
 
 
 def random_inputs(sig: Signature, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -149,10 +140,13 @@ class _StarGAN(_Unconditional):
         return self.g(image, domains)
 
 
+WRAPPERS: dict[tuple[str, ...], type[_Unconditional]] = {
+    ("z",): _Unconditional, ("z", "tags"): _Conditional, ("image", "domains"): _StarGAN}
+
+
 def _wrap(model: nn.Module, sig: Signature) -> nn.Module:
-    if sig.kind == "stargan":
-        return _StarGAN(model).eval()
-    return (_Conditional if "tags" in sig.inputs else _Unconditional)(model).eval()
+    """The wrapper whose forward takes the signature's inputs, by name."""
+    return WRAPPERS[tuple(sig.inputs)](model).eval()
 
 
 # -- metadata -------------------------------------------------------------------------
@@ -160,11 +154,11 @@ def build_metadata(cfg: TrainConfig, vocab: Vocab | Domains | None, *, step: int
                    config_hash: str, precision: str = "fp32") -> dict[str, str]:
     """metadata_props: everything another runtime needs, as strings (JSON where structured)."""
     sig = signature(cfg, vocab)
-    stargan = sig.kind == "stargan"
     groups = ([{"name": g.name, "tags": list(g.tags), "aliases": list(g.aliases)}
                for g in vocab.groups] if isinstance(vocab, Vocab) and "tags" in sig.inputs else [])
     domains = ({"names": list(vocab.names), "exclusive": [list(g) for g in vocab.exclusive]}
-               if isinstance(vocab, Domains) and stargan else {"names": [], "exclusive": []})
+               if isinstance(vocab, Domains) and "domains" in sig.inputs
+               else {"names": [], "exclusive": []})
     meta = {
         "format_version": FORMAT_VERSION,
         "kind": sig.kind,
@@ -180,7 +174,7 @@ def build_metadata(cfg: TrainConfig, vocab: Vocab | Domains | None, *, step: int
         "config_name": cfg.name,
         "tagface_version": __version__,
     }
-    if stargan:  # takes an image, no noise
+    if "image" in sig.inputs:  # takes an image (StarGAN), no noise
         meta["norm_stats"] = cfg.model.norm_stats
         meta["preprocess"] = json.dumps(PREPROCESS)
     else:
@@ -200,7 +194,7 @@ def _doc_string(sig: Signature, meta: dict[str, str]) -> str:
     if "tags" in sig.inputs:
         lines.append("tags: one one-hot per group, concatenated in the order of the "
                      "tag_groups metadata.")
-    if sig.kind == "stargan":
+    if "image" in sig.inputs:
         lines.append(f"image: the input image as the preprocess metadata says (transparency "
                      f"onto white, centred square crop, bilinear resize, scaled to [-1, 1]); "
                      f"domains: 0/1 per name in the domains metadata, at most one on per "
@@ -277,7 +271,7 @@ class ExportResult:
         lines = [f"exported {m['config_name']} step {m['step']} ({sig.kind}) -> {self.path} "
                  f"({size:.1f} MB, {m['precision']}, opset {self.opset}) in {self.seconds:.1f} s",
                  f"  inputs: {ins}; output: {sig.output} [B, 3, {s}, {s}] in {m['value_range']}"]
-        if sig.kind == "stargan":
+        if "norm_stats" in m:
             lines.append(f"  InstanceNorm statistics: {m['norm_stats']} (model.norm_stats)")
         lines += ["  onnx.checker: ok",
                   f"  parity, ONNX Runtime ({CPU}) vs PyTorch: {diffs} "
@@ -324,13 +318,13 @@ def export_generator(model: nn.Module, cfg: TrainConfig, vocab: Vocab | Domains 
     if not torch.isfinite(probe).all():
         raise NonFiniteOutput(f"the generator's output holds {int((~torch.isfinite(probe)).sum())} "
                           f"NaN/inf values on random inputs; not exporting a broken model")
-    if sig.kind == "stargan":
+    meta = build_metadata(cfg, vocab, step=step, config_hash=config_hash,
+                          precision="fp16" if fp16 else "fp32")
+    if "norm_stats" in meta:  # an InstanceNorm generator (StarGAN): check what it really uses
         used = norm_stats_in_use(model, example)
         if used != cfg.model.norm_stats:
             raise ExportError(f"model.norm_stats={cfg.model.norm_stats!r} but the generator uses "
                               f"{used} InstanceNorm statistics in eval mode")
-    meta = build_metadata(cfg, vocab, step=step, config_hash=config_hash,
-                          precision="fp16" if fp16 else "fp32")
     batch = torch.export.Dim("batch", min=1)
     with warnings.catch_warnings():
         # One Dim shared by all inputs is reported as "will not be used"; it is.

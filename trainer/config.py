@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     name: str = "default"  # preset name (informational)
-    recipe: str = "gan"  # gan | stargan
+    recipe: str = "gan"  # model family (trainer/families.py): gan | stargan
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -131,20 +132,40 @@ class TrainConfig:
     workers: int = 0  # DataLoader workers (the uint8 cache rarely needs any)
 
 
-ENUMS: dict[str, tuple[str, ...]] = {
-    "recipe": ("gan", "stargan"),
-    "data.format": ("auto", "avatars", "adl", "mlds", "cartoon", "cartoonset", "celeba",
-                    "folder"),
-    "model.arch": ("dcgan", "ml2020", "resnet", "stargan"),
-    "model.cond": ("none", "spatial", "dense", "projection", "acgan"),
-    "model.norm_stats": ("running", "instance"),
-    "model.g_output": ("image", "attention"),
-    "model.g_upsample": ("transposed", "nearest"),
-    "loss.adv": ("bce", "ns", "wgan", "lsgan", "hinge"),
-    "g_optim.name": ("adam", "sgd", "rmsprop"),
-    "d_optim.name": ("adam", "sgd", "rmsprop"),
-    "mixed_precision": ("auto", "no", "fp16", "bf16"),
-}
+def choices() -> dict[str, tuple[str, ...]]:
+    """Every enumerated key's allowed values, read from the registries that implement them.
+
+    ``recipe`` and the model options from trainer/families.py (``model.arch`` from
+    ``TRUNKS``, ``model.cond`` from ``HEADS``, the StarGAN option lists), ``loss.adv``
+    from ``trainer.losses.ADVERSARIAL``, the optimizers from ``trainer.recipes.common``,
+    ``data.format`` from ``trainer.data.formats.FORMATS``: adding one there is enough.
+    Read at every validation (imports torch), so a registry entry added at run time counts.
+    """
+    from trainer.data.formats import FORMATS
+    from trainer.families import family_choices
+    from trainer.losses import ADVERSARIAL
+    from trainer.precision import CHOICES
+    from trainer.recipes.common import OPTIMIZERS
+
+    return {**family_choices(), "data.format": ("auto", *FORMATS),
+            "loss.adv": tuple(ADVERSARIAL), "g_optim.name": tuple(OPTIMIZERS),
+            "d_optim.name": tuple(OPTIMIZERS), "mixed_precision": ("auto", *CHOICES)}
+
+
+class _Choices(Mapping):
+    """A read-only view of ``choices()``, computed on every access."""
+
+    def __getitem__(self, key: str) -> tuple[str, ...]:
+        return choices()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(choices())
+
+    def __len__(self) -> int:
+        return len(choices())
+
+
+ENUMS: Mapping[str, tuple[str, ...]] = _Choices()  # config key -> allowed values (live)
 
 POSITIVE = ("data.size", "batch_size", "steps", "d_every", "d_repeat", "g_every", "g_repeat",
             "log_every", "sample_every", "ckpt_every", "keep_ckpts", "n_samples",
@@ -226,7 +247,7 @@ def validate(cfg: TrainConfig) -> None:
     """Check values that types alone cannot; raise ConfigError naming the key."""
     if cfg.mixed_precision in ("False", "false"):  # YAML's unquoted `no` is a boolean
         cfg.mixed_precision = "no"
-    for key, allowed in ENUMS.items():
+    for key, allowed in choices().items():
         value = _get(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r}: expected one of {', '.join(allowed)}")
@@ -238,10 +259,9 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key}={_get(cfg, key)!r}: expected a finite number")
     if cfg.data.size not in (32, 64, 128, 256):
         raise ConfigError(f"data.size={cfg.data.size}: expected 32, 64, 128 or 256")
-    if cfg.recipe == "stargan" and cfg.model.arch != "stargan":
-        raise ConfigError(f"model.arch={cfg.model.arch!r}: recipe=stargan needs model.arch=stargan")
-    if cfg.recipe == "gan" and cfg.model.arch == "stargan":
-        raise ConfigError("model.arch='stargan' needs recipe=stargan")
+    from trainer.families import check_family
+
+    check_family(cfg)  # model.arch belongs to the recipe's family
     if not 0.0 <= cfg.ema < 1.0:
         raise ConfigError(f"ema={cfg.ema}: expected 0 <= ema < 1")
     for key in ("g_optim.betas", "d_optim.betas"):
@@ -278,9 +298,12 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"model.hier_z needs model.arch=resnet (got {cfg.model.arch!r})")
     if cfg.model.arch == "resnet" and cfg.data.size > 128:
         raise ConfigError(f"data.size={cfg.data.size}: model.arch=resnet supports 32, 64, 128")
-    if cfg.loss.matching_aware and cfg.model.cond in ("none", "acgan"):
+    from trainer.models.conditional import HEADS
+
+    if cfg.loss.matching_aware and not HEADS[cfg.model.cond].scores_tags:
+        scoring = ", ".join(name for name, head in HEADS.items() if head.scores_tags)
         raise ConfigError(f"loss.matching_aware needs a conditional D (model.cond is "
-                          f"{cfg.model.cond!r}; use spatial, dense or projection)")
+                          f"{cfg.model.cond!r}; use {scoring})")
 
 
 def to_yaml(cfg: TrainConfig) -> str:

@@ -140,6 +140,7 @@ def load_generator(run_dir: str | Path, checkpoint: str | Path | None = None) ->
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from trainer.families import family_of
     from trainer.models import build_generator
 
     run_dir = Path(run_dir)
@@ -153,9 +154,7 @@ def load_generator(run_dir: str | Path, checkpoint: str | Path | None = None) ->
     weights = ckpt / EMA_FILE
     if not weights.is_file():
         raise RunError(f"{ckpt}: no {EMA_FILE}; not a tagface generator checkpoint")
-    n_cond = 0 if vocab is None else (
-        vocab.n_domains if isinstance(vocab, Domains) else vocab.n_tags)
-    model = build_generator(cfg, n_cond)
+    model = build_generator(cfg, family_of(cfg).n_cond(vocab))
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as e:

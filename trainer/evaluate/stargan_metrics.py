@@ -12,11 +12,15 @@ exclusive set, a yes/no head per other attribute) then gives
   glasses or short hair has no single ground truth). L1 on the [0, 1] scale and PSNR,
   next to the same numbers for the untranslated input (the "do nothing" baseline);
 - FID of the translations against real images of domain d (optional, costly on CPU).
+
+``probe``, ``evaluate`` and ``during_training`` are the StarGAN family's evaluation
+entry (trainer/families.py; trainer/evaluate/pipeline.py calls them).
 """
 
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import torch
@@ -138,3 +142,41 @@ def stargan_metrics(G: nn.Module, dataset: object, domains: object, classifier: 
     if keep_examples:
         out["examples"] = examples
     return out
+
+
+# -- the family's entry -------------------------------------------------------------------
+@torch.no_grad()
+def probe(G: nn.Module, dataset: object, vocab: object, n: int) -> torch.Tensor:
+    """G's translations of the first ``n`` images to their own labels (finiteness check)."""
+    x = dataset.images[:n].float().div(127.5).sub(1.0)  # type: ignore[attr-defined]
+    return G(x, dataset.labels[:n].float())  # type: ignore[attr-defined]
+
+
+def evaluate(G: nn.Module, dataset: object, vocab: object, opts, run) -> None:
+    """Target accuracy, preservation, ground-truth error and (``opts.fid``) FID per domain.
+
+    ``opts``: trainer.evaluate.pipeline.EvalOptions; ``run``: its EvalRun.
+    """
+    from trainer.evaluate.pipeline import EvalError, fit_classifiers
+
+    model, _ = fit_classifiers(dataset, opts, run, parts=False)
+    with run.timed("stargan"):
+        run.say(f"StarGAN: {len(vocab.names)} domains x {opts.stargan_n} images"  # type: ignore[attr-defined]
+                + (" with FID" if opts.fid else ""))
+        if model is None:
+            raise EvalError("StarGAN evaluation needs domain labels")
+        res = stargan_metrics(G, dataset, vocab, model, opts.stargan_n, opts.seed, fid=opts.fid,
+                              fid_cache_dir=run.cache, resize=opts.resize, keep_examples=6)
+        run.pics["translations"] = res.pop("examples")
+        run.m["stargan"] = res
+
+
+def during_training(G: nn.Module, dataset: object, vocab: object,
+                    model: TagClassifier | None, *, n: int, k: int, fid: bool,
+                    stargan_n: int, cache: Path) -> dict[str, float]:
+    """Mean target accuracy and preservation on ``stargan_n`` images per domain."""
+    if model is None:
+        return {}
+    res = stargan_metrics(G, dataset, vocab, model, stargan_n, seed=0)
+    return {"target_accuracy": res.get("mean_target_accuracy", math.nan),
+            "preservation": res.get("mean_preservation", math.nan)}

@@ -1,6 +1,8 @@
-"""Model zoo: ``build_generator`` / ``build_discriminator`` dispatch on ``cfg.model.arch``.
+"""Model zoo: ``build_generator`` / ``build_discriminator`` of a config's family.
 
-DCGAN family (``dcgan``, ``ml2020``, ``resnet``):
+The family (``cfg.recipe``, trainer/families.py) picks the builders:
+
+Tag GANs (``model.arch`` dcgan, ml2020, resnet; trainer/models/conditional.py):
     G(z [B, z_dim], tags [B, n_tags] | None) -> image [B, 3, S, S] in [-1, 1]
     D(image, tags | None) -> DOutput(score [B], aux list | None, features [B, F])
 StarGAN (``stargan``, trainer/models/stargan.py):
@@ -12,32 +14,21 @@ from __future__ import annotations
 from torch import nn
 
 from trainer.augment import build_augment
-from trainer.config import ConfigError, TrainConfig
-from trainer.models.conditional import Discriminator, Generator
+from trainer.config import TrainConfig
+from trainer.families import family_of
+from trainer.models.conditional import Discriminator, Generator, is_conditional
 from trainer.models.layers import DOutput
 
 __all__ = ["DOutput", "Discriminator", "Generator", "build_discriminator", "build_generator",
            "is_conditional"]
 
 
-def is_conditional(cfg: TrainConfig) -> bool:
-    """Whether the DCGAN-family G takes tags (every D conditioning mode but ``none``)."""
-    return cfg.model.cond != "none"
-
-
 def build_generator(cfg: TrainConfig, n_cond: int) -> nn.Module:
     """The generator of ``cfg``. ``n_cond``: length of the tag (or StarGAN domain) vector.
 
-    An unconditional DCGAN-family config (``model.cond=none``) ignores ``n_cond``.
+    An unconditional tag-GAN config (``model.cond=none``) ignores ``n_cond``.
     """
-    if cfg.model.arch == "stargan":
-        from trainer.models.stargan import build_stargan_generator
-
-        return build_stargan_generator(cfg, n_cond)
-    if is_conditional(cfg) and n_cond <= 0:
-        raise ConfigError(f"model.cond={cfg.model.cond!r} needs a dataset with tags; this one "
-                          f"has none (use model.cond=none)")
-    return Generator(cfg.model, cfg.data.size, n_cond if is_conditional(cfg) else 0)
+    return family_of(cfg).generator(cfg, n_cond)
 
 
 def build_discriminator(cfg: TrainConfig, group_sizes: list[int]) -> nn.Module:
@@ -47,13 +38,4 @@ def build_discriminator(cfg: TrainConfig, group_sizes: list[int]) -> nn.Module:
     """
     a = cfg.aug
     augment = build_augment(a.policy, a.p, a.target, a.interval, a.kimg)
-    if cfg.model.arch == "stargan":
-        from trainer.models.stargan import build_stargan_discriminator
-
-        D = build_stargan_discriminator(cfg, sum(group_sizes))
-        D.augment = augment
-        return D
-    if is_conditional(cfg) and not group_sizes:
-        raise ConfigError(f"model.cond={cfg.model.cond!r} needs a dataset with tags; this one "
-                          f"has none (use model.cond=none)")
-    return Discriminator(cfg.model, cfg.data.size, list(group_sizes), augment=augment)
+    return family_of(cfg).discriminator(cfg, list(group_sizes), augment)

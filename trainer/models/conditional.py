@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainer.config import ModelConfig
+from trainer.config import ConfigError, ModelConfig, TrainConfig
 from trainer.models.dcgan import DCGANEncoder, DCGANGenerator, ML2020Encoder, ML2020Generator
 from trainer.models.layers import DOutput, MinibatchStd, dcgan_init, maybe_sn
 from trainer.models.resnet import ResNetEncoder, ResNetGenerator
@@ -117,7 +117,16 @@ class Generator(nn.Module):
 
 # -- discriminator heads ------------------------------------------------------
 class Head(nn.Module):
-    """Maps 4x4 features h [B, C, 4, 4] (and tags) to (score [B], aux | None)."""
+    """Maps 4x4 features h [B, C, 4, 4] (and tags) to (score [B], aux | None).
+
+    A new head is a subclass and one line in ``HEADS`` (its name becomes a
+    ``model.cond`` choice). ``conditional``: G takes tags (every head but ``none``);
+    ``scores_tags``: the score depends on the tags, so D needs them and the
+    matching-aware loss can use wrong ones.
+    """
+
+    conditional: bool = True
+    scores_tags: bool = True
 
     def __init__(
         self,
@@ -134,6 +143,8 @@ class Head(nn.Module):
 
 
 class UnconditionalHead(Head):
+    conditional = scores_tags = False
+
     def __init__(self, in_ch, group_sizes, cfg, bias):
         super().__init__(in_ch, group_sizes, cfg, bias)
         self.out = maybe_sn(nn.Conv2d(in_ch, 1, 4, 1, 0, bias=bias), cfg.spectral_norm)  # [B,1,1,1]
@@ -187,6 +198,8 @@ class ProjectionHead(Head):
 
 
 class ACGANHead(Head):
+    scores_tags = False  # the tags are classified, not scored
+
     def __init__(self, in_ch, group_sizes, cfg, bias):
         super().__init__(in_ch, group_sizes, cfg, bias)
         sn = cfg.spectral_norm
@@ -237,7 +250,7 @@ class Discriminator(nn.Module):
         The matching-aware loss scores real images with their own and with wrong
         tags; the image trunk (nearly all of D's cost) runs once for both.
         """
-        if tags is None and self.cond not in ("none", "acgan"):
+        if tags is None and self.head.scores_tags:
             raise ValueError(f"model.cond={self.cond!r}: D needs tags [B, {sum(self.group_sizes)}]")
         if self.augment is not None and self.training:
             x = self.augment(x)
@@ -248,3 +261,28 @@ class Discriminator(nn.Module):
         score, aux = self.head(h, tags)
         score_wrong = self.head(h, wrong_tags)[0] if wrong_tags is not None else None
         return DOutput(score, aux, features, score_wrong)
+
+
+def is_conditional(cfg: TrainConfig) -> bool:
+    """Whether the tag-GAN generator takes tags: its D head (``model.cond``) is conditional."""
+    return HEADS[cfg.model.cond].conditional
+
+
+def _needs_tags(cfg: TrainConfig) -> ConfigError:
+    return ConfigError(f"model.cond={cfg.model.cond!r} needs a dataset with tags; this one "
+                       f"has none (use model.cond=none)")
+
+
+def build_tag_generator(cfg: TrainConfig, n_cond: int) -> Generator:
+    """The tag GAN's generator; ``n_cond`` (tags) is ignored when unconditional."""
+    if is_conditional(cfg) and n_cond <= 0:
+        raise _needs_tags(cfg)
+    return Generator(cfg.model, cfg.data.size, n_cond if is_conditional(cfg) else 0)
+
+
+def build_tag_discriminator(cfg: TrainConfig, group_sizes: list[int],
+                            augment: nn.Module | None = None) -> Discriminator:
+    """The tag GAN's discriminator over ``group_sizes`` tags per group."""
+    if is_conditional(cfg) and not group_sizes:
+        raise _needs_tags(cfg)
+    return Discriminator(cfg.model, cfg.data.size, list(group_sizes), augment=augment)

@@ -43,7 +43,7 @@ def _resize_conv(c_in: int, c_out: int) -> list[nn.Module]:
 
 
 # model.g_upsample -> how the DCGAN generator doubles the resolution
-_UPSAMPLE = {"transposed": _transposed, "nearest": _resize_conv}
+UPSAMPLE = {"transposed": _transposed, "nearest": _resize_conv}
 
 
 class DCGANGenerator(nn.Module):
@@ -57,7 +57,7 @@ class DCGANGenerator(nn.Module):
         super().__init__()
         n = n_stride2(image_size)
         c = ch * 2 ** (n - 1)  # channels at 4x4
-        up = _UPSAMPLE[upsample]  # (c_in, c_out) -> 2x upsampling layers
+        up = UPSAMPLE[upsample]  # (c_in, c_out) -> 2x upsampling layers
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(in_dim, c, 4, 1, 0, bias=False),  # [B, c, 4, 4]
             nn.BatchNorm2d(c),

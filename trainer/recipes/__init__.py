@@ -1,4 +1,4 @@
-"""Recipes: the networks, optimizers and phases of each GAN family."""
+"""Recipes: the networks, optimizers and phases of each model family."""
 
 from __future__ import annotations
 
@@ -7,14 +7,10 @@ from trainer.recipes.base import Phase, Recipe
 
 
 def build_recipe(cfg: TrainConfig, vocab, image_size: int) -> Recipe:
-    """The recipe named by ``cfg.recipe`` (imported lazily: StarGAN users skip DCGAN code)."""
-    if cfg.recipe == "stargan":
-        from trainer.recipes.stargan import StarGanRecipe
+    """The recipe of ``cfg``'s family (trainer/families.py; imported lazily)."""
+    from trainer.families import family_of
 
-        return StarGanRecipe(cfg, vocab, image_size)
-    from trainer.recipes.gan import GanRecipe
-
-    return GanRecipe(cfg, vocab, image_size)
+    return family_of(cfg).recipe(cfg, vocab, image_size)
 
 
 __all__ = ["Phase", "Recipe", "build_recipe"]
