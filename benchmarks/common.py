@@ -16,7 +16,6 @@ import json
 import math
 import os
 import platform
-import signal
 import statistics
 import time
 from collections.abc import Iterator, Sequence
@@ -354,22 +353,23 @@ def time_training(preset: str, overrides: Sequence[str], run_dir: Path, *, warmu
     Under ``accelerate launch`` with several processes, call it once per process.
     """
     from trainer import train
-    from trainer.loop import Trainer
+    from trainer.loop import Callback
 
     clock = StepClock(warmup, steps, max_seconds, count_flops=count_flops)
     argv = ["--config", preset, "--run-dir", str(run_dir), *overrides,
             f"steps={BIG}", f"log_every={BIG}", f"sample_every={BIG}", f"ckpt_every={BIG}",
             "eval_every=0", "minutes=0"]
-    original = Trainer._set_lr
 
-    def hooked(self: Any) -> None:  # self: the Trainer
-        if not clock.stamps:
-            acc = self.acc
-            clock.start(self.cfg.batch_size, acc.num_processes, str(acc.distributed_type),
-                        str(acc.mixed_precision), acc.device)
-        if not clock.done and clock.tick():
-            self.stop.signum = signal.SIGUSR1  # as a preemption: checkpoint, leave after this step
-        original(self)
+    class Timing(Callback):
+        """Reads the clock at the top of every iteration; stops the run once timed."""
+
+        def on_step_start(self, trainer: Any) -> None:
+            if not clock.stamps:
+                acc = trainer.acc
+                clock.start(trainer.cfg.batch_size, acc.num_processes,
+                            str(acc.distributed_type), str(acc.mixed_precision), acc.device)
+            if not clock.done and clock.tick():
+                trainer.request_stop()  # as a preemption: checkpoint, leave after this step
 
     out = io.StringIO()
     single = int(os.environ.get("WORLD_SIZE", "1")) == 1
@@ -378,12 +378,8 @@ def time_training(preset: str, overrides: Sequence[str], run_dir: Path, *, warmu
               os.environ.get("ACCELERATE_DYNAMO_BACKEND")):
         if single:
             reset_accelerate()
-        Trainer._set_lr = hooked  # type: ignore[method-assign]
-        try:
-            with contextlib.redirect_stdout(out) if quiet else contextlib.nullcontext():
-                rc = train.main(argv)
-        finally:
-            Trainer._set_lr = original  # type: ignore[method-assign]
+        with contextlib.redirect_stdout(out) if quiet else contextlib.nullcontext():
+            rc = train.main(argv, callbacks=[Timing()])
     if rc != 0:
         raise RuntimeError(f"python -m trainer.train {' '.join(argv)} failed (exit {rc}):\n"
                            f"{out.getvalue()[-3000:]}")

@@ -151,7 +151,7 @@ def reference_batches(cfg: Any, levers: frozenset[str], workers: int,
 
     from benchmarks.data_pipeline import PILImages
     from trainer.data import load_configured_dataset, to_model_input
-    from trainer.loop import BatchView, StepBatches
+    from trainer.data.batches import BatchView, StepBatches
 
     if "cache" in levers:
         ds = load_configured_dataset(cfg.data)

@@ -26,9 +26,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from trainer.collectives import process_sum
 
 Op = Callable[[torch.Tensor], torch.Tensor]
 
@@ -141,9 +142,7 @@ class Augment(nn.Module):
         self._calls += 1
         if self._calls % self.interval:
             return
-        stats = self._sign.to(self.p.device)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(stats)  # every process sees the same numbers -> the same p
+        stats = process_sum(self._sign.to(self.p.device))  # every process: the same p
         rt = float(stats[0] / stats[1].clamp(min=1))
         step = float(stats[1]) / (self.kimg * 1000)
         new = float(self.p) + (step if rt > self.target else -step)

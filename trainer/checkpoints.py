@@ -12,20 +12,41 @@ or missing file is found without trusting the pointer ``checkpoints/latest``.
 - ``resumable_checkpoint`` picks the newest folder that verifies, with a warning per
   broken newer folder; a run whose every checkpoint is broken is a RunError.
 
-Torch-light on purpose: no Accelerate object is needed, so it can be tested alone.
+- ``Checkpointer`` is the training loop's part that uses them: ``save`` (finite check
+  on every process, accelerate ``save_state`` into a temporary folder, rename, point
+  ``latest`` at it, rotate to ``keep_ckpts``) and ``resume`` (the newest folder that
+  verifies, all or nothing), with the loop's position in ``LoopState``.
+
+The functions need no Accelerate object, so they can be tested alone; the
+Checkpointer is handed the run's accelerator.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from trainer.runs import CKPT_PREFIX, EMA_FILE, META_FILE, RunError
+from trainer import __version__
+from trainer.collectives import Collectives
+from trainer.ema import EMA
+from trainer.runs import (
+    CKPT_PREFIX,
+    EMA_FILE,
+    META_FILE,
+    RunError,
+    checkpoint_name,
+    truncate_metrics,
+    write_text_atomic,
+)
+from trainer.stopping import ADVICE, NonFiniteLoss, kept_checkpoint
 
 META_KEYS = ("step", "consumed", "elapsed", "starts")  # what a resume restores from meta.json
 RNG_KEYS = ("random_state", "numpy_random_seed", "torch_manual_seed")
@@ -209,3 +230,128 @@ def resumable_checkpoint(run_dir: Path, world_size: int | None = None
                        + "; ".join(warnings[:3]) + ("; ..." if len(warnings) > 3 else "")
                        + ". Start a new --run-dir or remove the broken folders")
     return None, warnings
+
+
+# -- the loop's part ------------------------------------------------------------------
+@dataclass
+class LoopState:
+    """Where a run is; saved in every checkpoint's meta.json, restored on resume."""
+
+    step: int = 0  # iterations done
+    consumed: int = 0  # batches this process has drawn (data position)
+    elapsed: float = 0.0  # training seconds over all starts (for minutes=)
+    starts: int = 0  # how many times the run has started (1 + resumes)
+    history: list[int] = field(default_factory=list)  # steps at which samples were saved
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> LoopState:
+        return cls(step=meta["step"], consumed=meta["consumed"], elapsed=meta["elapsed"],
+                   starts=meta["starts"], history=list(meta.get("history", [])))
+
+
+class Checkpointer:
+    """Saves, verifies, rotates and resumes the checkpoints of one run folder."""
+
+    def __init__(self, accelerator: Any, coll: Collectives, run_dir: Path, keep: int,
+                 config_hash: str):
+        self.acc, self.coll, self.run_dir = accelerator, coll, Path(run_dir)
+        self.keep, self.config_hash = keep, config_hash
+        self.folder = self.run_dir / "checkpoints"
+
+    def save(self, state: LoopState, models: Mapping[str, nn.Module],
+             optimizers: Mapping[str, torch.optim.Optimizer], ema: EMA) -> Path:
+        """accelerate save_state into a temporary folder, then rename and point to it.
+
+        A crash at any moment leaves ``checkpoints/latest`` naming a complete folder.
+        Nothing is written unless every weight, buffer and optimizer state (``models``:
+        the bare models, EMA included) is finite, on every process: NonFiniteLoss
+        instead, naming the newest checkpoint, which therefore is always finite.
+        """
+        acc, main = self.acc, self.acc.is_main_process
+        final = self.folder / checkpoint_name(state.step)
+        tmp = self.folder / f".tmp-{final.name}"
+        self._check_finite(state.step, models, optimizers)
+        self.coll.barrier()
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        self.coll.barrier()
+        acc.save_state(str(tmp), safe_serialization=True)
+        self.coll.barrier()
+        if main:
+            from safetensors.torch import save_file
+
+            save_file(ema.state_dict(), str(tmp / EMA_FILE))
+            write_meta(tmp, self._meta(state))  # last: lists every file with its size
+            if final.exists():  # same step saved twice (e.g. signal right after a save)
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            write_text_atomic(self.folder / "latest", final.name + "\n")
+            self._rotate(keep=final)
+        self.coll.barrier()
+        return final
+
+    def _meta(self, state: LoopState) -> dict:
+        return {"step": state.step, "consumed": state.consumed, "elapsed": state.elapsed,
+                "starts": state.starts, "world_size": self.acc.num_processes,
+                "config_sha256": self.config_hash, "tagface_version": __version__,
+                "history": state.history}
+
+    def _rotate(self, keep: Path) -> None:
+        """Delete all but the newest ``keep_ckpts`` complete folders (never ``keep``)."""
+        done = sorted(p for p in self.folder.glob("step_*") if p.is_dir())
+        for old in done[:-self.keep]:
+            if old != keep:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _check_finite(self, step: int, models: Mapping[str, nn.Module],
+                      optimizers: Mapping[str, torch.optim.Optimizer]) -> None:
+        problems = nonfinite_report(models, optimizers)
+        flag = self.coll.sum(torch.tensor(float(bool(problems)), device=self.acc.device))
+        if not float(flag):
+            return
+        keep = kept_checkpoint(self.run_dir, "the newest checkpoint, {ckpt}, passed this check")
+        what = "; ".join(problems) or "another process holds non-finite values"
+        raise NonFiniteLoss(f"non-finite weights at step {step} ({what}); no checkpoint "
+                            f"written, stopping ({keep}). {ADVICE}")
+
+    def resume(self, ema: EMA) -> LoopState | None:
+        """Load the newest checkpoint that verifies; warn about each broken newer one.
+
+        Every file is read before anything is restored, so a resume is all or nothing.
+        Returns the loop's state, or None when the run has no checkpoint yet.
+        """
+        acc = self.acc
+        ckpt, broken = resumable_checkpoint(self.run_dir)
+        for problem in broken:
+            acc.print(f"warning: skipping a broken checkpoint: {problem}")
+        if ckpt is None:
+            return None
+        meta = json.loads((ckpt / META_FILE).read_text())
+        if meta.get("world_size", acc.num_processes) != acc.num_processes:
+            acc.print(f"note: {ckpt} was written by {meta['world_size']} processes, resuming "
+                      f"with {acc.num_processes}: the data order changes (and processes it "
+                      f"has no RNG state for start a fresh one)")
+        self._load(ckpt, ema)
+        state = LoopState.from_meta(meta)
+        if acc.is_main_process:
+            dropped = truncate_metrics(self.run_dir / "metrics.jsonl", state.step)
+            if dropped:
+                acc.print(f"metrics.jsonl: dropped {dropped} row(s) logged after step "
+                          f"{state.step}")
+        acc.print(f"resumed from {ckpt} at step {state.step}")
+        return state
+
+    def _load(self, ckpt: Path, ema: EMA) -> None:
+        from safetensors.torch import load_file
+
+        from trainer.precision import load_state_any_precision
+
+        try:
+            note = load_state_any_precision(self.acc, ckpt)  # weights_only; safetensors
+            if note:
+                self.acc.print(note)
+            ema.load_state_dict(load_file(str(ckpt / EMA_FILE), device="cpu"))
+        except (RuntimeError, KeyError, ValueError) as e:  # shapes of another config
+            raise RunError(f"{ckpt}: does not fit this run's models and optimizers "
+                           f"({str(e).strip().splitlines()[-1]})") from None

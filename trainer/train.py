@@ -14,13 +14,18 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import OmegaConf
 
 from trainer.config import ConfigError, TrainConfig, list_presets, load_config, to_yaml
-from trainer.data.vocab import Domains, VocabError
+from trainer.data.vocab import VocabError
 from trainer.runs import NONFINITE_FILE, RunError, write_text_atomic
+
+if TYPE_CHECKING:
+    from trainer.loop import Callback
 
 # Keys that may differ between a run's saved config and a resumed invocation.
 RESUMABLE_CHANGES = {"steps", "minutes", "log_every", "sample_every", "ckpt_every", "keep_ckpts",
@@ -109,10 +114,9 @@ def lock_run(acc, run_dir: Path):
                 acc.print(f"note: {lock.note}")
         except RunLocked as e:
             error = str(e)
-    if acc.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
+    from trainer.collectives import Collectives
 
-        error = broadcast_object_list([error])[0]
+    error = Collectives(acc).broadcast_object(error)  # every process learns the outcome
     if error:
         raise RunLocked(error)
     return lock
@@ -130,7 +134,23 @@ def build_accelerator(cfg: TrainConfig):
     return acc
 
 
-def main(argv: list[str] | None = None) -> int:
+def load_data(cfg: TrainConfig, acc) -> tuple[object, object]:
+    """The dataset (decoded once per machine) and the labels the run's family trains on."""
+    from trainer.data import load_configured_dataset
+    from trainer.families import family_of
+
+    with acc.local_main_process_first():
+        dataset = load_configured_dataset(cfg.data)
+    if len(dataset) < cfg.batch_size:
+        raise ConfigError(f"batch_size={cfg.batch_size}: {cfg.data.path} has only "
+                          f"{len(dataset)} usable images, fewer than one batch; use "
+                          f"batch_size={len(dataset)} or less, or more images")
+    return dataset, family_of(cfg).labels(cfg, dataset)  # labels: None if unconditional
+
+
+def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> int:
+    """``python -m trainer.train``; returns the exit code (0 done or preempted, 2 bad input,
+    3 stopped on NaN/inf). ``callbacks``: trainer.loop.Callback hooks into the loop."""
     args = parse_args(argv)
     try:
         cfg, run_dir = resolve(args)
@@ -146,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{to_yaml(cfg)}", end="")
         return 0
 
-    from trainer.data import DataError, load_configured_dataset
+    from trainer.data import DataError
     from trainer.loop import NonFiniteLoss, Trainer, shutdown
     from trainer.recipes import build_recipe
 
@@ -156,26 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         lock = lock_run(acc, run_dir)
-        with acc.local_main_process_first():
-            dataset = load_configured_dataset(cfg.data)
-        if len(dataset) < cfg.batch_size:
-            raise ConfigError(f"batch_size={cfg.batch_size}: {cfg.data.path} has only "
-                              f"{len(dataset)} usable images, fewer than one batch; use "
-                              f"batch_size={len(dataset)} or less, or more images")
-        vocab = dataset.vocab
-        if cfg.recipe == "gan" and cfg.model.cond == "none":
-            vocab = None  # unconditional: tags, if any, are ignored
-        elif vocab is None:
-            raise ConfigError(f"model.cond={cfg.model.cond!r} needs tags, but {cfg.data.path} "
-                              f"({dataset.format}) has none")
-        elif (cfg.recipe == "stargan") != isinstance(vocab, Domains):
-            raise ConfigError(f"recipe={cfg.recipe} does not fit the labels of {cfg.data.path}; "
-                              f"StarGAN needs data.attrs=[...], tag GANs need tag groups")
+        dataset, vocab = load_data(cfg, acc)
         acc.print(f"{len(dataset)} images from {cfg.data.path} ({dataset.format}, "
                   f"{cfg.data.size}px); {acc.num_processes} process(es), {acc.device}, "
                   f"mixed precision {acc.mixed_precision} ({why}); run folder {run_dir}")
         trainer = Trainer(cfg, lambda: build_recipe(cfg, vocab, cfg.data.size), run_dir,
-                          args.resume == "auto", acc, dataset, vocab)
+                          args.resume == "auto", acc, dataset, vocab, callbacks)
         start = trainer.state.step
         step = trainer.run()
     except (ConfigError, RunError, VocabError, DataError, NonFiniteLoss) as e:

@@ -13,11 +13,13 @@ celeba     list_attr_celeba.txt + img_align_celeba/ (or images/)
 cartoonset Google Cartoon Set: csXXX.png beside csXXX.csv (``"hair_color", 3, 10``)
 folder     any folder of images, unconditional
 ========== =================================================================
+
+A new format is a reader decorated with ``@register(name, looks_for, detect)``: it
+becomes a ``data.format`` choice and joins auto-detection (in registration order).
 """
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -36,10 +38,6 @@ HAIR_COLOUR_ATTRS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair", "Ora
                      "Pink_Hair", "Blue_Hair")
 EYE_COLOUR_ATTRS = ("Black_Eyes", "Orange_Eyes", "Pink_Eyes", "Yellow_Eyes", "Aqua_Eyes",
                     "Purple_Eyes", "Green_Eyes", "Brown_Eyes", "Red_Eyes", "Blue_Eyes")
-CELEBA_DEFAULT_ATTRS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young")
-CELEBA_CROP = 178  # official StarGAN: CenterCrop(178) of the 178x218 aligned faces
-CARTOONSET_DEFAULT_ATTRS = ("hair_color", "eye_color", "face_color", "glasses")
-CARTOONSET_GROUP_NAMES = {"hair_color": "hair", "eye_color": "eyes", "face_color": "face"}
 
 
 class DataError(ValueError):
@@ -177,6 +175,40 @@ def _has(*names: str) -> Callable[[Path], bool]:
     return lambda root: all((root / n).exists() for n in names)
 
 
+def _read_attr_table(path: Path) -> tuple[list[str], list[tuple[int, str, list[int]]]]:
+    """CelebA-style table: count, names, then ``file v1 v2 ...``; values 1, 0 or -1."""
+    lines = _lines(path)
+    if len(lines) < 2:
+        raise DataError(f"{path}: expected a count line and a names line, got "
+                        f"{len(lines)} line(s)")
+    try:
+        count = int(lines[0].strip())
+    except ValueError:
+        raise DataError(f"{path}:1: expected the number of images, got {lines[0]!r}") from None
+    names = lines[1].split()
+    if not names or len(set(names)) != len(names):
+        raise DataError(f"{path}:2: expected distinct attribute names, got {lines[1]!r}")
+    rows = []
+    for lineno, line in enumerate(lines[2:], 3):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != len(names) + 1:
+            raise DataError(f"{path}:{lineno}: expected a file name and {len(names)} values, "
+                            f"got {len(parts) - 1} value(s)")
+        try:
+            values = [int(v) for v in parts[1:]]
+        except ValueError:
+            values = []
+        if len(values) != len(names) or any(v not in (-1, 0, 1) for v in values):
+            raise DataError(f"{path}:{lineno}: values must be 1, 0 or -1, got "
+                            f"{' '.join(parts[1:])!r}")
+        rows.append((lineno, parts[0], values))
+    if len(rows) != count:
+        raise DataError(f"{path}:1: says {count} image(s) but the file lists {len(rows)}")
+    return names, rows
+
+
 # -- tag formats -----------------------------------------------------------------
 def read_tags_csv(path: Path, image_dir: Path, vocab: Vocab) -> tuple[list[Path], np.ndarray]:
     """ADL ``tags.csv``: ``id,blonde hair aqua eyes`` per line."""
@@ -213,7 +245,7 @@ def read_tags_csv(path: Path, image_dir: Path, vocab: Vocab) -> tuple[list[Path]
 def read_avatars(root: Path, attrs: tuple[str, ...], mlds_strict: bool) -> Listing:
     """Tags (hair, eyes) by default; with ``attrs``, StarGAN domains from list_attr.txt."""
     if attrs:
-        listing = read_celeba(root, attrs, mlds_strict)
+        listing = FORMATS["celeba"].read(root, attrs, mlds_strict)  # a list_attr.txt table
         return replace(listing, format="avatars")
     files, labels = read_tags_csv(root / "tags.csv", root / "images", mlds_vocab())
     return Listing(root, "avatars", files, labels, mlds_vocab())
@@ -328,138 +360,9 @@ def read_cartoon(root: Path, attrs: tuple[str, ...], mlds_strict: bool) -> Listi
                    vocab)
 
 
-# -- attribute formats -------------------------------------------------------------
-def _read_attr_table(path: Path) -> tuple[list[str], list[tuple[int, str, list[int]]]]:
-    """CelebA-style table: count, names, then ``file v1 v2 ...``; values 1, 0 or -1."""
-    lines = _lines(path)
-    if len(lines) < 2:
-        raise DataError(f"{path}: expected a count line and a names line, got "
-                        f"{len(lines)} line(s)")
-    try:
-        count = int(lines[0].strip())
-    except ValueError:
-        raise DataError(f"{path}:1: expected the number of images, got {lines[0]!r}") from None
-    names = lines[1].split()
-    if not names or len(set(names)) != len(names):
-        raise DataError(f"{path}:2: expected distinct attribute names, got {lines[1]!r}")
-    rows = []
-    for lineno, line in enumerate(lines[2:], 3):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != len(names) + 1:
-            raise DataError(f"{path}:{lineno}: expected a file name and {len(names)} values, "
-                            f"got {len(parts) - 1} value(s)")
-        try:
-            values = [int(v) for v in parts[1:]]
-        except ValueError:
-            values = []
-        if len(values) != len(names) or any(v not in (-1, 0, 1) for v in values):
-            raise DataError(f"{path}:{lineno}: values must be 1, 0 or -1, got "
-                            f"{' '.join(parts[1:])!r}")
-        rows.append((lineno, parts[0], values))
-    if len(rows) != count:
-        raise DataError(f"{path}:1: says {count} image(s) but the file lists {len(rows)}")
-    return names, rows
-
-
-def attr_domains(attrs: Sequence[str]) -> Domains:
-    """Domains for the given attributes; selected hair (eye) colours exclude each other."""
-    exclusive = [tuple(a for a in attrs if a in group)
-                 for group in (HAIR_COLOUR_ATTRS, EYE_COLOUR_ATTRS)]
-    return Domains(tuple(attrs), tuple(g for g in exclusive if len(g) > 1))
-
-
-def _celeba_files(root: Path) -> tuple[Path, Path, int | None]:
-    """(attribute file, image folder, crop) of a CelebA-style folder."""
-    candidates = ((root / "list_attr_celeba.txt", CELEBA_CROP),
-                  (root / "Anno" / "list_attr_celeba.txt", CELEBA_CROP),
-                  (root / "list_attr.txt", None))  # avatars: already square faces
-    found = next((c for c in candidates if c[0].is_file()), None)
-    if found is None:
-        raise DataError(f"{root}: no list_attr_celeba.txt, Anno/list_attr_celeba.txt or "
-                        f"list_attr.txt")
-    attr, crop = found
-    dirs = [root / "images", root / "img_align_celeba", root / "Img" / "img_align_celeba"]
-    image_dir = next((d for d in dirs if d.is_dir()), None)
-    if image_dir is None:
-        raise DataError(f"{root}: no image folder; looked for "
-                        f"{', '.join(str(d.relative_to(root)) + '/' for d in dirs)}")
-    return attr, image_dir, crop
-
-
-@register("celeba", "list_attr_celeba.txt or list_attr.txt",
-          lambda root: any((root / n).is_file() for n in
-                           ("list_attr_celeba.txt", "Anno/list_attr_celeba.txt", "list_attr.txt")))
-def read_celeba(root: Path, attrs: tuple[str, ...], mlds_strict: bool) -> Listing:
-    """CelebA (or any list_attr.txt): the selected attributes as 0/1 StarGAN domains."""
-    path, image_dir, crop = _celeba_files(root)
-    names, rows = _read_attr_table(path)
-    attrs = attrs or CELEBA_DEFAULT_ATTRS
-    missing = [a for a in attrs if a not in names]
-    if missing:
-        raise DataError(f"{path}:2: no attribute {missing[0]!r}; attributes are "
-                        f"{', '.join(names)}")
-    cols = [names.index(a) for a in attrs]
-    files = [image_dir / file for _, file, _ in rows]
-    values = np.array([v for _, _, v in rows], dtype=np.float32).reshape(-1, len(names))
-    labels = (values[:, cols] > 0).astype(np.float32)
-    return Listing(root, "celeba", files, labels, attr_domains(attrs), crop=crop)
-
-
-def _cartoonset_csvs(root: Path) -> list[Path]:
-    """Per-image CSVs that sit beside a PNG of the same name (root or one level down)."""
-    out = []
-    for folder in (root, *sorted(p for p in root.iterdir() if p.is_dir())):
-        out += sorted(p for p in folder.glob("*.csv") if p.with_suffix(".png").is_file())
-    return out
-
-
-def parse_cartoonset_csv(path: Path) -> dict[str, tuple[int, int]]:
-    """``"hair_color", 3, 10`` lines -> {name: (value, number of variants)}."""
-    out = {}
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        for lineno, row in enumerate(csv.reader(f, skipinitialspace=True), 1):
-            if not row:
-                continue
-            try:
-                name, value, n = row[0], int(row[1]), int(row[2])
-            except (IndexError, ValueError):
-                raise DataError(f"{path}:{lineno}: expected '\"name\", value, variants', "
-                                f"got {','.join(row)!r}") from None
-            if len(row) != 3 or not 0 <= value < n:
-                raise DataError(f"{path}:{lineno}: expected '\"name\", value, variants' with "
-                                f"0 <= value < variants, got {','.join(row)!r}")
-            out[name] = (value, n)
-    return out
-
-
-@register("cartoonset", "csXXX.png beside csXXX.csv", lambda root: bool(_cartoonset_csvs(root)))
-def read_cartoonset(root: Path, attrs: tuple[str, ...], mlds_strict: bool) -> Listing:
-    """Google Cartoon Set. ``attrs`` picks CSV attributes (default hair_color, eye_color,
-    face_color, glasses); each becomes a tag group whose tags are the variant indices."""
-    attrs = attrs or CARTOONSET_DEFAULT_ATTRS
-    sizes: dict[str, int] = {}
-    files, idx = [], []
-    for path in _cartoonset_csvs(root):
-        values = parse_cartoonset_csv(path)
-        row = []
-        for a in attrs:
-            if a not in values:
-                raise DataError(f"{path}: no attribute {a!r}; attributes are "
-                                f"{', '.join(values)}")
-            value, n = values[a]
-            if sizes.setdefault(a, n) != n:
-                raise DataError(f"{path}: {a!r} has {n} variants, earlier files say {sizes[a]}")
-            row.append(value)
-        files.append(path.with_suffix(".png"))
-        idx.append(row)
-    vocab = Vocab(tuple(
-        TagGroup(CARTOONSET_GROUP_NAMES.get(a, a), tuple(str(i) for i in range(sizes.get(a, 1))),
-                 ("eye",) if a == "eye_color" else ())
-        for a in attrs))
-    labels = vocab.encode_indices(np.array(idx, dtype=np.int64).reshape(-1, len(attrs)))
-    return Listing(root, "cartoonset", files, labels, vocab)
+# CelebA and the Google Cartoon Set live in trainer/data/attr_formats.py; importing it
+# here registers them after the tag formats and before the catch-all folder format.
+from trainer.data import attr_formats  # noqa: E402, F401
 
 
 def _images_under(root: Path) -> list[Path]:
