@@ -39,12 +39,20 @@ import onnx
 import torch
 from torch import nn
 
+from export.graph import (
+    ExportError,
+    NonFiniteOutput,
+    ParityError,
+    Signature,
+    random_inputs,
+    signature,
+    wrap,
+)
 from export.model_card import model_card
 from export.runtime import CPU, make_session
 from trainer import __version__
 from trainer.config import ConfigError, TrainConfig, config_sha256
 from trainer.data.vocab import Domains, Vocab, VocabError
-from trainer.families import family_of
 from trainer.runs import (
     EMA_FILE,
     META_FILE,
@@ -66,87 +74,6 @@ FORMAT_VERSION = "2"  # of the metadata below; bump when a field changes meaning
 # value_range. The demo and trainer.translate follow it; tests check it matches.
 PREPROCESS = {"alpha": "white", "crop": "center", "resize": "bilinear",
               "value_range": [-1, 1]}
-
-
-class ExportError(ValueError):
-    """A run folder, checkpoint or option that cannot be exported; the message says why."""
-
-
-class ParityError(ExportError):
-    """ONNX Runtime disagrees with PyTorch beyond the tolerance."""
-
-
-class NonFiniteOutput(ExportError):
-    """The generator gives NaN/inf before export: a broken model is never written."""
-
-
-# -- what the graph takes ------------------------------------------------------------
-@dataclass(frozen=True)
-class Signature:
-    kind: str  # the model family (trainer/families.py): "gan" | "stargan"
-    inputs: dict[str, tuple[int, ...]]  # name -> shape without the batch axis, in order
-    output: str
-    group_sizes: tuple[int, ...] = ()  # tag groups (GAN) for valid random one-hots
-
-
-def signature(cfg: TrainConfig, vocab: Vocab | Domains | None) -> Signature:
-    """Inputs and output of the exported generator of ``cfg`` (its family's ``graph``)."""
-    family = family_of(cfg)
-    try:
-        io = family.graph(cfg, vocab)
-    except ConfigError as e:  # labels that do not fit the family
-        raise ExportError(str(e)) from None
-    return Signature(family.name, dict(io.inputs), io.output, io.group_sizes)
-
-
-def random_inputs(sig: Signature, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Plausible inputs: z ~ N(0, 1), valid one-hot tags, images in [-1, 1], 0/1 domains."""
-    out: dict[str, np.ndarray] = {}
-    for name, shape in sig.inputs.items():
-        if name == "z":
-            out[name] = rng.standard_normal((batch, *shape), dtype=np.float32)
-        elif name == "tags":
-            t = np.zeros((batch, *shape), dtype=np.float32)
-            offset = 0
-            for size in sig.group_sizes:
-                t[np.arange(batch), offset + rng.integers(size, size=batch)] = 1.0
-                offset += size
-            out[name] = t
-        elif name == "image":
-            out[name] = rng.uniform(-1, 1, (batch, *shape)).astype(np.float32)
-        else:
-            out[name] = rng.integers(0, 2, (batch, *shape)).astype(np.float32)
-    return out
-
-
-class _Unconditional(nn.Module):
-    """G(z): the argument names of these forwards become the ONNX input names."""
-
-    def __init__(self, g: nn.Module):
-        super().__init__()
-        self.g = g
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.g(z)
-
-
-class _Conditional(_Unconditional):
-    def forward(self, z: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return self.g(z, tags)
-
-
-class _StarGAN(_Unconditional):
-    def forward(self, image: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return self.g(image, domains)
-
-
-WRAPPERS: dict[tuple[str, ...], type[_Unconditional]] = {
-    ("z",): _Unconditional, ("z", "tags"): _Conditional, ("image", "domains"): _StarGAN}
-
-
-def _wrap(model: nn.Module, sig: Signature) -> nn.Module:
-    """The wrapper whose forward takes the signature's inputs, by name."""
-    return WRAPPERS[tuple(sig.inputs)](model).eval()
 
 
 # -- metadata -------------------------------------------------------------------------
@@ -229,7 +156,7 @@ def check_parity(model: nn.Module, path: str | Path, sig: Signature,
     """Max abs difference between ONNX Runtime (CPU) and PyTorch, per batch size."""
     session = make_session(path, [CPU])
     rng = np.random.default_rng(seed)
-    wrapped = _wrap(model, sig)
+    wrapped = wrap(model, sig)
     diffs = {}
     for b in batches:
         feeds = random_inputs(sig, b, rng)
@@ -314,7 +241,7 @@ def export_generator(model: nn.Module, cfg: TrainConfig, vocab: Vocab | Domains 
     rng = np.random.default_rng(seed)
     example = tuple(torch.from_numpy(v) for v in random_inputs(sig, 2, rng).values())
     with torch.no_grad():
-        probe = _wrap(model, sig)(*example)
+        probe = wrap(model, sig)(*example)
     if not torch.isfinite(probe).all():
         raise NonFiniteOutput(f"the generator's output holds {int((~torch.isfinite(probe)).sum())} "
                           f"NaN/inf values on random inputs; not exporting a broken model")
@@ -330,7 +257,7 @@ def export_generator(model: nn.Module, cfg: TrainConfig, vocab: Vocab | Domains 
         # One Dim shared by all inputs is reported as "will not be used"; it is.
         warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
         program = torch.onnx.export(
-            _wrap(model, sig), example, dynamo=True, external_data=False, verbose=False,
+            wrap(model, sig), example, dynamo=True, external_data=False, verbose=False,
             opset_version=opset, output_names=[sig.output],
             dynamic_shapes={name: {0: batch} for name in sig.inputs})
     assert program is not None
