@@ -145,3 +145,19 @@ def test_stargan_discriminator_augments():
     torch.manual_seed(1)
     assert not torch.equal(a, D(x)[0])
     assert "augment.p" in D.state_dict()
+
+
+def test_stargan_recipe_builds_its_discriminator_with_the_augmentation():
+    from trainer.data.vocab import Domains
+    from trainer.recipes.stargan import StarGanRecipe
+
+    domains = Domains(("Black_Hair", "Blond_Hair", "Brown_Hair", "Eyeglasses", "Short_Hair"),
+                      (("Black_Hair", "Blond_Hair", "Brown_Hair"),))
+    overrides = ["data.size=32", "model.g_ch=8", "model.d_ch=8", "model.repeat_num=1",
+                 "model.d_repeat_num=5"]
+    plain = StarGanRecipe(load_config("stargan_avatars", overrides), domains, 32)
+    assert plain.augment is None and "augment.p" not in plain.models["D"].state_dict()
+    cfg = load_config("stargan_avatars", [*overrides, "aug.policy=translation,cutout"])
+    recipe = StarGanRecipe(cfg, domains, 32)
+    assert recipe.augment is not None and recipe.augment is recipe.models["D"].augment
+    assert "augment.p" in recipe.models["D"].state_dict()

@@ -30,7 +30,8 @@ from torch import nn
 from trainer.config import ConfigError, TrainConfig
 from trainer.data.vocab import Domains
 from trainer.losses import ADVERSARIAL, gradient_penalty, l1_loss
-from trainer.models.stargan import build_stargan_discriminator, build_stargan_generator
+from trainer.models import build_discriminator
+from trainer.models.stargan import build_stargan_generator
 from trainer.modes import eval_mode, fp32
 from trainer.recipes.base import Batch, Phase, Recipe, StepResult
 from trainer.recipes.common import adversarial_phases, check_image_size, lazy_r1, set_pair
@@ -76,9 +77,9 @@ class StarGanRecipe(Recipe):
         self.cfg = cfg
         self.domains = domains
         self.adv = ADVERSARIAL[cfg.loss.adv]
-        # D is built without the model zoo's augmentation, as the recipe always has been.
+        # D through the model zoo, so aug.policy augments its every input as in the GAN recipe.
         set_pair(self, build_stargan_generator(cfg, domains.n_domains),
-                 build_stargan_discriminator(cfg, domains.n_domains), cfg)
+                 build_discriminator(cfg, [domains.n_domains]), cfg)
 
     def phases(self) -> list[Phase]:
         """D, lazy R1 if ``loss.r1``, then G every ``g_every`` iterations (n_critic)."""
