@@ -93,7 +93,8 @@ def curve(preset: str, minutes: list[float], out: Path, overrides: list[str],
                      **{k.removeprefix("acc ").replace(" ", "_"): v for k, v in s.items()
                         if k.startswith("acc ") and k != "acc joint"},
                      "modes": s.get("joint modes"), "modes_real": s.get("joint modes (real)"),
-                     "pixel_std_ratio": s.get("pixel std ratio")})
+                     "pixel_std_ratio": s.get("pixel std ratio"),
+                     "grain_ratio": s.get("grain ratio")})
         print(f"  {preset:<24} {m:>6g} min  step {rows[-1]['step']:>6}  FID {rows[-1]['fid']:.1f}"
               f"  joint {rows[-1]['acc_joint'] if rows[-1]['acc_joint'] is not None else '-'}",
               flush=True)
@@ -175,11 +176,14 @@ def main(argv: list[str] | None = None) -> int:
                                "tiny": args.tiny}}
         print()
         print(line)
-        print(md_table(["preset", "minutes", "step", "FID", "floor", "joint acc", "modes"],
+        print(md_table(["preset", "minutes", "step", "FID", "floor", "joint acc", "modes",
+                        "grain"],
                        [[r["preset"], f"{r['minutes']:g}", r["step"], f"{r['fid']:.1f}",
                          f"{r['fid_floor']:.1f}" if r["fid_floor"] is not None else "-",
                          f"{100 * r['acc_joint']:.1f}%" if r["acc_joint"] is not None else "-",
-                         r["modes"] if r["modes"] is not None else "-"] for r in rows]))
+                         r["modes"] if r["modes"] is not None else "-",
+                         f"{r['grain_ratio']:.2f}" if r.get("grain_ratio") is not None else "-"]
+                        for r in rows]))
         print(f"\nfigure: {figure}")
         if args.json:
             write_json(args.json, report)

@@ -64,6 +64,10 @@ def test_report_renders(cgan_run, tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "16 generated vs 16 real images" in report and "PIL bicubic" in report
     assert "![confusion hair](confusion_hair.png)" in report
+    assert "grain: mean abs Laplacian" in report
+    assert m["summary"]["grain ratio"] == pytest.approx(
+        m["spread"]["grain_fake"] / m["spread"]["grain_real"])
+    assert m["spread"]["grain_fake"] > 0  # an untrained G is nothing but grain
     assert "FID" in capsys.readouterr().out
 
 

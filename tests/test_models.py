@@ -74,7 +74,7 @@ def expected_g(arch: str, size: int, z: int, ch: int, n_cond: int, embed: int) -
 def expected_d(arch: str, size: int, ch: int, cond: str, *, bn_on: bool = True, mbstd: bool = False,
                d_embed: int = 64, hidden: int = 256) -> int:
     n = int(math.log2(size)) - 2
-    k, bias = (4, False) if arch == "dcgan" else (5, True)
+    k, bias = (4, not bn_on) if arch == "dcgan" else (5, True)  # no BatchNorm: biases
     total, cin, c = 0, 3, ch
     for i in range(n):
         total += conv(cin, c, k, bias) + (bn(c) if bn_on and i > 0 else 0)
@@ -210,6 +210,17 @@ def test_d_options_add_the_expected_modules():
     assert MinibatchStd in kinds
 
 
+def test_d_without_batchnorm_is_not_blind_to_a_grey_image():
+    """A bias-free D without BatchNorm scores an all-zero image 0 whatever its weights."""
+    cfg = cfg_of("model.d_bn=false", "data.size=32", "model.d_ch=8", "model.cond=projection")
+    D = build_discriminator(cfg, GROUPS)
+    with torch.no_grad():
+        for p in D.parameters():
+            p.normal_(0.0, 0.5)  # any learnt weights, biases included
+        score = D(torch.zeros(2, 3, 32, 32), tags_for(2)).score
+    assert score.abs().min() > 1e-4
+
+
 def test_minibatch_std_channel():
     layer = MinibatchStd(group_size=4)
     x = torch.randn(8, 5, 4, 4)
@@ -279,3 +290,22 @@ def test_stargan_dispatch():
     src, cls = D(x)
     assert cls.shape == (2, 5)
     assert src.shape[:2] == (2, 1)
+
+
+@pytest.mark.parametrize("size", (32, 64, 128))
+def test_skip_generator_shapes_and_every_scale_contributes(size):
+    cfg = cfg_of("model.g_skip=true", f"data.size={size}", "model.g_ch=8", "model.z_dim=16")
+    G = build_generator(cfg, K)
+    x = G(torch.randn(2, 16), tags_for(2))
+    assert x.shape == (2, 3, size, size) and x.abs().max() <= 1.0
+    rgb = G.net.to_rgb
+    assert len(rgb) == int(math.log2(size)) - 2  # 4x4 .. size/2
+    x.square().mean().backward()
+    assert all(m.weight.grad is not None and m.weight.grad.abs().sum() > 0 for m in rgb)
+    plain = build_generator(cfg_of(f"data.size={size}", "model.g_ch=8", "model.z_dim=16"), K)
+    assert n_params(G) - n_params(plain) == sum(3 * m.in_channels + 3 for m in rgb)  # 1x1 + bias
+
+
+def test_skip_generator_is_dcgan_only():
+    with pytest.raises(ConfigError, match="g_skip"):
+        cfg_of("model.g_skip=true", "model.arch=ml2020")

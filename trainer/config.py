@@ -57,6 +57,7 @@ class ModelConfig:
     norm_stats: str = "running"  # StarGAN inference InstanceNorm statistics: running | instance
     g_output: str = "image"  # StarGAN G output: image (official) | attention (GANimation blend)
     g_upsample: str = "transposed"  # dcgan G: transposed (4x4 stride-2) | nearest (+ 3x3 conv)
+    g_skip: bool = False  # dcgan G: StyleGAN2 skip outputs (RGB at every scale, summed)
     hier_z: bool = False  # resnet G: split z over the blocks' conditional BatchNorms (BigGAN)
 
 
@@ -294,6 +295,9 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.model.g_upsample != "transposed" and cfg.model.arch != "dcgan":
         raise ConfigError(f"model.g_upsample={cfg.model.g_upsample!r} applies to the dcgan "
                           f"trunk; model.arch={cfg.model.arch!r} has its own upsampling")
+    if cfg.model.g_skip and cfg.model.arch != "dcgan":
+        raise ConfigError(f"model.g_skip applies to the dcgan trunk (got model.arch="
+                          f"{cfg.model.arch!r})")
     if cfg.model.hier_z and cfg.model.arch != "resnet":
         raise ConfigError(f"model.hier_z needs model.arch=resnet (got {cfg.model.arch!r})")
     if cfg.model.arch == "resnet" and cfg.data.size > 128:

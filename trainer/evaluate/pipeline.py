@@ -203,6 +203,7 @@ def summary(m: dict) -> dict[str, float]:
     if "spread" in m:
         out["pixel std ratio"] = m["spread"]["pixel_std_ratio"]
         out["MS-SSIM diversity ratio"] = m["spread"]["msssim_diversity_ratio"]
+        out["grain ratio"] = m["spread"]["grain_ratio"]
     if "stargan" in m:
         for k, v in m["stargan"].items():
             if k.startswith("mean_"):

@@ -167,7 +167,9 @@ def write_report(m: dict, pics: dict, loaded: object, dataset: object, out: Path
                   f"| per-pixel std ([-1, 1] scale) | {s['pixel_std_fake']:.3f} | "
                   f"{s['pixel_std_real']:.3f} | {s['pixel_std_ratio']:.2f} |",
                   f"| mean pairwise MS-SSIM (ratio of 1 - MS-SSIM) | {s['msssim_fake']:.3f} | "
-                  f"{s['msssim_real']:.3f} | {s['msssim_diversity_ratio']:.2f} |", "",
+                  f"{s['msssim_real']:.3f} | {s['msssim_diversity_ratio']:.2f} |",
+                  f"| grain: mean abs Laplacian ([0, 1] scale) | {s['grain_fake']:.4f} | "
+                  f"{s['grain_real']:.4f} | {s['grain_ratio']:.2f} |", "",
                   "MS-SSIM: 3 scales, weights 0.0448/0.2856/0.3001 renormalised, Gaussian "
                   "window 7 px at 64 px and above (5 px at 32 px), sigma 1.5.", "",
                   "Left: generated (different z); right: real images with the same tags.", "",

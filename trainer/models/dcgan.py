@@ -51,9 +51,14 @@ class DCGANGenerator(nn.Module):
 
     ``upsample="nearest"`` replaces each 4x4 stride-2 transposed conv by a nearest
     2x upsample and a 3x3 conv (2.25x the FLOPs of that layer, no checkerboard grain).
+    ``skip=True`` adds StyleGAN2's skip outputs: a 1x1 conv to RGB after every block
+    below full size, each bilinearly upsampled and summed with the next, the last
+    layer adding only the full-size detail. Colour and layout then come from the
+    coarse, smooth outputs (a few hundred extra parameters, <1% more FLOPs).
     """
 
-    def __init__(self, in_dim: int, image_size: int, ch: int = 64, upsample: str = "transposed"):
+    def __init__(self, in_dim: int, image_size: int, ch: int = 64, upsample: str = "transposed",
+                 skip: bool = False):
         super().__init__()
         n = n_stride2(image_size)
         c = ch * 2 ** (n - 1)  # channels at 4x4
@@ -63,24 +68,46 @@ class DCGANGenerator(nn.Module):
             nn.BatchNorm2d(c),
             nn.ReLU(True),
         ]
+        taps, rgb_ch = [len(layers) - 1], [c]  # block ends (4x4 .. S/2) and their channels
         for _ in range(n - 1):  # 4 -> S/2, halving channels
             layers += [*up(c, c // 2),  # [B, c/2, 2h, 2w]
                        nn.BatchNorm2d(c // 2),
                        nn.ReLU(True)]
             c //= 2
+            taps.append(len(layers) - 1)
+            rgb_ch.append(c)
         layers += [*up(c, 3), nn.Tanh()]  # [B, 3, S, S]
         self.main = nn.Sequential(*layers)
+        self.taps = taps if skip else []
+        self.to_rgb = nn.ModuleList(nn.Conv2d(k, 3, 1) for k in rgb_ch) if skip else None
         self.apply(dcgan_init)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # [B, in_dim]
-        return self.main(h[:, :, None, None])  # as a [B, in_dim, 1, 1] image
+        x = h[:, :, None, None]  # as a [B, in_dim, 1, 1] image
+        if self.to_rgb is None:
+            return self.main(x)
+        rgb, t = None, 0
+        for i, layer in enumerate(self.main[:-1]):  # all but the Tanh
+            x = layer(x)
+            if i in self.taps:  # [B, c, h, h] -> RGB at h, plus the coarser ones upsampled
+                r = self.to_rgb[t](x)
+                rgb = r if rgb is None else _up2(rgb) + r
+                t += 1
+        return torch.tanh(_up2(rgb) + x)  # x: the last layer's full-size detail [B, 3, S, S]
+
+
+def _up2(x: torch.Tensor) -> torch.Tensor:
+    return nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
 
 
 class ML2020Generator(nn.Module):
     """ML2020 HW11 baseline G (report 003): [B, in_dim] -> [B, 3, S, S] in [-1, 1]."""
 
-    def __init__(self, in_dim: int, image_size: int, ch: int = 64, upsample: str = "transposed"):
+    def __init__(self, in_dim: int, image_size: int, ch: int = 64, upsample: str = "transposed",
+                 skip: bool = False):
         super().__init__()
+        if skip:
+            raise ValueError("model.g_skip: the ml2020 trunk has no skip outputs (use dcgan)")
         if upsample != "transposed":
             raise ValueError(f"model.g_upsample={upsample!r}: the ml2020 trunk has 5x5 "
                              f"transposed convs only")
@@ -113,6 +140,9 @@ class DCGANEncoder(nn.Module):
     """pytorch/examples netD without its last conv: [B, 3, S, S] -> [B, out_ch, 4, 4].
 
     BatchNorm on every block but the first (as DCGAN), dropout after every block.
+    Without BatchNorm the convs get biases: a bias-free, norm-free D maps a flat
+    grey image (all zeros) to exactly the score 0 whatever its weights, a blind
+    spot G learns to fill with grey faces (docs/cgan_avatars.md, rows R5-R8).
     """
 
     kernel, padding, bias = 4, 1, False  # conv geometry; ML2020Encoder overrides
@@ -126,6 +156,7 @@ class DCGANEncoder(nn.Module):
         sn: bool = False,  # spectral norm on every conv
     ):
         super().__init__()
+        self.bias = type(self).bias or not bn  # the head's final conv follows (Discriminator)
         n = n_stride2(image_size)
         layers: list[nn.Module] = []
         c_in, c = 3, ch
