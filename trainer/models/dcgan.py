@@ -54,7 +54,8 @@ class DCGANGenerator(nn.Module):
     ``skip=True`` adds StyleGAN2's skip outputs: a 1x1 conv to RGB after every block
     below full size, each bilinearly upsampled and summed with the next, the last
     layer adding only the full-size detail. Colour and layout then come from the
-    coarse, smooth outputs (a few hundred extra parameters, <1% more FLOPs).
+    coarse, smooth outputs (3 x (channels + 1) parameters per scale: 1,452 at
+    width 32 and 64 px).
     """
 
     def __init__(self, in_dim: int, image_size: int, ch: int = 64, upsample: str = "transposed",
