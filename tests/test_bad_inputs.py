@@ -479,6 +479,13 @@ def _(d: Path, s: Shared) -> Case:
     return Case("evaluate", ["--run", str(d / "none"), "--no-fid"], [str(d / "none")], [])
 
 
+@case("evaluate_negative_standing_stats")
+def _(d: Path, s: Shared) -> Case:
+    return Case("evaluate", ["--run", str(s.gan_run), "--no-fid", "--out", str(d / "e"),
+                             "--standing-stats", "-2"], ["--standing-stats -2", "batches"],
+                [s.gan_run])
+
+
 # -- translate ------------------------------------------------------------------------
 def translate_args(run: Path, image: Path, out: Path, *extra: str) -> list[str]:
     return ["--run", str(run), "--image", str(image), "--to", "Blond_Hair", "--out", str(out),

@@ -125,3 +125,14 @@ def test_model_costs_tiny(tmp_path: Path) -> None:
     # resize-conv upsampling costs more than the transposed convs it replaces
     assert (rows["dcgan + nearest, width 32 (g_upsample=nearest)"]["g_gflop"]
             > rows["dcgan, width 32 (cgan_avatars, cgan_avatars_dcgan)"]["g_gflop"])
+
+
+def test_fid_sensitivity_tiny(tmp_path: Path) -> None:
+    report = run_tiny("fid_sensitivity", tmp_path)
+    rows = {r["degradation"]: r for r in report["results"]}
+    assert {"none (real vs real)", "3x3 binomial blur", "noise 4/255", "2x down and up"} <= set(rows)
+    for r in rows.values():
+        assert math.isfinite(r["fid"]) and r["fid"] >= 0 and r["n_b"] == 16
+    assert rows["none (real vs real)"]["grain_ratio"] == 1.0
+    assert rows["3x3 binomial blur"]["grain_ratio"] < 1 < rows["noise 8/255"]["grain_ratio"]
+    assert rows["noise 2/255"]["grain_ratio"] < rows["noise 8/255"]["grain_ratio"]

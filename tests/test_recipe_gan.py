@@ -26,6 +26,9 @@ SETUPS = {
     "projection_lsgan_l1_fm": ["model.cond=projection", "loss.adv=lsgan", "loss.l1=1.0",
                                "loss.feature_matching=1.0", "model.arch=ml2020"],
     "acgan_wgan_gp": ["model.cond=acgan", "loss.adv=wgan", "loss.gp=10", "model.d_bn=false"],
+    "projection_joint_batch": ["model.cond=projection", "loss.matching_aware=true",
+                               "model.minibatch_std=true", "loss.joint_batch=true",
+                               "loss.mode_seeking=1.0"],
     "wgan_clip": ["loss.adv=wgan", "loss.clip=0.01", "g_optim.name=rmsprop",
                   "d_optim.name=rmsprop", "g_optim.lr=5e-5", "d_optim.lr=5e-5"],
 }
@@ -204,3 +207,44 @@ def test_mode_seeking_pairs_share_tags_and_the_term_is_logged():
     assert not torch.equal(seen["z"][:4], seen["z"][4:8])
     assert torch.isfinite(logs["ms"]) and logs["ms"] > 0
     assert "ms" not in run_phase(make(*SETUPS["cgan_dense_hinge_sn"]), "G", batch(8))
+
+
+def test_joint_batch_scores_real_and_fake_in_one_batchnorm_batch():
+    """loss.joint_batch: each phase calls D once on [real; fake] (2B rows), and in train mode
+    D's scores of the fakes depend on the reals beside them (shared BatchNorm statistics)."""
+    torch.manual_seed(0)
+    r = make(*SETUPS["projection_joint_batch"])
+    D = r.models["D"]
+    rows = []
+    forward = D.forward
+
+    def spy(x, tags=None, wrong_tags=None):
+        rows.append(x.shape[0])
+        return forward(x, tags, wrong_tags)
+
+    D.forward = spy
+    logs = run_phase(r, "D", batch(8))
+    assert rows == [16] and "d_wrong" in logs
+    rows.clear()
+    run_phase(r, "G", batch(8, seed=1))
+    assert rows == [16], "the G phase scores its fakes beside a real batch"
+    assert all(p.grad is not None for p in r.models["G"].parameters())
+
+    D.forward = forward
+    data = batch(8)
+    tags = data["labels"].float()
+    fake = torch.rand(8, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        a = D(torch.cat([data["image"], fake]), torch.cat([tags, tags])).split(8)[1].score
+        b = D(torch.cat([torch.zeros_like(fake), fake]), torch.cat([tags, tags])).split(8)[1].score
+    assert not torch.allclose(a, b), "the reals' statistics must reach the fakes' scores"
+
+
+def test_d_output_split_cuts_every_field():
+    from trainer.models import DOutput
+
+    out = DOutput(torch.arange(6.0), [torch.arange(12.0).reshape(6, 2)], torch.ones(6, 3), None)
+    first, rest = out.split(2)
+    assert torch.equal(first.score, torch.arange(2.0)) and rest.score.shape == (4,)
+    assert first.aux[0].shape == (2, 2) and rest.aux[0].shape == (4, 2)
+    assert first.features.shape == (2, 3) and first.score_wrong is None and rest.score_wrong is None

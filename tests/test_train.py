@@ -78,6 +78,27 @@ def test_samples_change_and_are_not_constant(short_run):
     assert out.std(dim=0).mean() > 1e-3, "every noise vector gives the same image"
 
 
+def test_saved_ema_has_standing_statistics(short_run, avatar_dir):
+    """g_ema's BatchNorm statistics are measured on the EMA weights (ema_bn_batches batches
+    of the training distribution, seeded by the step), not copied from the live G; the
+    evaluation's --standing-stats 32 measures the same ones again."""
+    from trainer.evaluate.pipeline import load_run_dataset, remeasure_batchnorm
+
+    run, _ = short_run
+    ckpt = latest_checkpoint(run)
+    saved, live = load_file(ckpt / "g_ema.safetensors"), load_file(ckpt / "model.safetensors")
+    tracked = [k for k in saved if k.endswith("num_batches_tracked")]
+    assert tracked and all(int(saved[k]) == 32 for k in tracked), "32 batches by default"
+    assert all(int(live[k]) == 24 * 2 for k in tracked), "G's own count: 2 forwards a step"
+    assert not torch.equal(saved[tracked[0].replace("num_batches_tracked", "running_mean")],
+                           live[tracked[0].replace("num_batches_tracked", "running_mean")])
+    g = load_generator(run)
+    assert remeasure_batchnorm(g, load_run_dataset(g.config, avatar_dir), 32) == len(tracked)
+    again = g.model.state_dict()
+    for k in saved:
+        assert torch.allclose(saved[k].float(), again[k].float(), atol=1e-5), k
+
+
 def test_existing_run_needs_resume(short_run, avatar_dir):
     run, _ = short_run
     res = run_train(["--config", "cgan_avatars", "--run-dir", str(run),

@@ -73,6 +73,8 @@ class LossConfig:
     feature_matching: float = 0.0  # G: L2 between mean D features of real and fake
     mode_seeking: float = 0.0  # G: MSGAN term against z being ignored (pairs share tags)
     mode_seeking_pool: int = 1  # average-pool images by this factor before the MSGAN distance
+    joint_batch: bool = False  # D scores real and fake images in one forward (one BatchNorm
+    # batch, minibatch-std groups within each half); the G phase adds the real batch for that
     lambda_cls: float = 1.0  # StarGAN domain classification
     lambda_rec: float = 10.0  # StarGAN cycle reconstruction
     lambda_mask: float = 0.0  # StarGAN g_output=attention: mean attention (GANimation 0.1)
@@ -119,6 +121,8 @@ class TrainConfig:
     lr_decay_start: int = 0  # linear lr decay to 0 from this step to the end (0 = off)
     ema: float = 0.999  # EMA decay of the G copy used for samples and export (warm-up (1+t)/(10+t))
     ema_start: int = 0  # copy G into EMA until this step
+    ema_bn_batches: int = 32  # measure the EMA G's BatchNorm statistics on this many batches
+    # before it is sampled or saved (trainer/standing_stats.py; 0 = copy G's statistics)
     mixed_precision: str = "auto"  # auto (trainer.precision decides per machine) | no | fp16 | bf16
     channels_last: bool = True  # NHWC memory format (faster convs on CPU and tensor cores)
     seed: int = 0
@@ -265,6 +269,9 @@ def validate(cfg: TrainConfig) -> None:
     check_family(cfg)  # model.arch belongs to the recipe's family
     if not 0.0 <= cfg.ema < 1.0:
         raise ConfigError(f"ema={cfg.ema}: expected 0 <= ema < 1")
+    if cfg.ema_bn_batches < 0:
+        raise ConfigError(f"ema_bn_batches={cfg.ema_bn_batches}: expected 0 (off) or a number "
+                          f"of batches")
     for key in ("g_optim.betas", "d_optim.betas"):
         betas = _get(cfg, key)
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):

@@ -13,7 +13,9 @@ class EMA:
 
     The decay warms up as tf.train.ExponentialMovingAverage(num_updates) does,
     ``min(decay, (1 + t) / (10 + t))``, so early samples follow G; before ``start``
-    it is a plain copy. Buffers (BatchNorm statistics) are copied as they are.
+    it is a plain copy. Buffers (BatchNorm statistics) are copied as they are; before
+    the copy is sampled or saved the loop measures them again on the averaged weights
+    (trainer/standing_stats.py, ``ema_bn_batches``).
     """
 
     def __init__(self, G: nn.Module, decay: float, start: int = 0):

@@ -41,6 +41,7 @@ from trainer.pictures import Pictures
 from trainer.recipes.base import Batch, Phase, Recipe
 from trainer.runlog import RunLog
 from trainer.schedule import LinearDecay
+from trainer.standing_stats import standing_statistics
 from trainer.stopping import NonFiniteLoss, StopAgreement
 
 __all__ = ["Callback", "NonFiniteLoss", "Trainer", "shutdown"]
@@ -76,6 +77,7 @@ class Trainer:
         set_seed(cfg.seed)
         self.recipe = recipe_factory()
         self.ema = EMA(self.recipe.models[self.recipe.ema_of], cfg.ema, cfg.ema_start)
+        self._standing_at = -1  # the step whose EMA weights the BatchNorm statistics fit
         self.data = self._prepare()
         self.phases: list[Phase] = self.recipe.phases()
         if resume:
@@ -116,6 +118,7 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         """A checkpoint of the current state (every process calls it); see Checkpointer."""
+        self._standing_ema()
         models = {**self.bare_models(), f"{self.recipe.ema_of} EMA": self.ema.model}
         return self.checkpoints.save(self.state, models, self.recipe.optimizers, self.ema)
 
@@ -222,8 +225,21 @@ class Trainer:
         return {"loss": loss.detach(), **scalars}
 
     # -- outputs ---------------------------------------------------------------------------
+    def _standing_ema(self) -> None:
+        """Measure the EMA G's BatchNorm statistics on its own weights (trainer/standing_stats.py)
+        before it is sampled or saved: once per step, on the main process (the one that
+        samples and writes g_ema.safetensors). The next EMA update copies G's again, so
+        training never sees them."""
+        cfg, step = self.cfg, self.state.step
+        if cfg.ema_bn_batches <= 0 or self._standing_at == step or not self.acc.is_main_process:
+            return
+        self._standing_at = step
+        standing_statistics(self.ema.model, lambda n, g: self.recipe.g_inputs(self.dataset, n, g),
+                            cfg.ema_bn_batches, cfg.batch_size, seed=cfg.seed + step)
+
     def _sample(self) -> None:
         if self.acc.is_main_process:  # the history of sample steps is the main process's
+            self._standing_ema()
             self.pictures.sample(self.ema.model, self.state.step)
             self.state.history.append(self.state.step)
 
@@ -232,6 +248,7 @@ class Trainer:
             return
         from trainer.evaluate import evaluate_during_training
 
+        self._standing_ema()
         scores = evaluate_during_training(self.ema.model, self.dataset, self.vocab, self.cfg,
                                           fid=self.cfg.eval_fid)
         self.log.eval_row(self.state.step, scores)
@@ -252,4 +269,5 @@ class Trainer:
         if reason != "signal" and self.acc.is_main_process:
             if st.step not in st.history:
                 self._sample()  # a time budget ends between sample steps: show the last one
+            self._standing_ema()
             self.pictures.finish(self.ema.model)

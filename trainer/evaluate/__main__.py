@@ -39,6 +39,11 @@ def parse_eval_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--truncation", type=float, default=1.0, metavar="PSI",
                    help="truncation trick: z coordinates outside the central PSI share of "
                         "N(0, 1) are redrawn (default 1.0 = off; e.g. 0.7)")
+    p.add_argument("--standing-stats", type=int, default=0, metavar="BATCHES",
+                   help="measure the generator's BatchNorm statistics again on BATCHES batches "
+                        "of the training distribution before scoring, as training does before "
+                        "it saves (ema_bn_batches); for checkpoints saved without them "
+                        "(default 0: the saved statistics)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", help="FID statistics and classifiers "
                    "(default: $TAGFACE_CACHE/eval or ~/.cache/tagface/eval)")
@@ -82,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = EvalOptions(n=args.n, k=args.k, stargan_n=args.stargan_n, fid=not args.no_fid,
                        resize=args.resize, seed=args.seed, cache_dir=args.cache_dir,
                        classifier_samples=args.classifier_samples,
-                       truncation=args.truncation)
+                       truncation=args.truncation, standing_stats=args.standing_stats)
     start = time.perf_counter()
     command = "python -m trainer.evaluate " + shlex.join(argv)
     try:

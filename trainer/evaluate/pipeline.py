@@ -26,14 +26,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from trainer.evaluate import classifier as clf
 from trainer.evaluate.fid import RESIZES
-from trainer.families import family_for_labels
+from trainer.families import family_for_labels, family_of
 from trainer.modes import unwrap
+
+if TYPE_CHECKING:
+    from trainer.runs import LoadedGenerator
 
 
 class EvalError(ValueError):
@@ -53,6 +57,7 @@ class EvalOptions:
     cache_dir: str | None = None  # FID statistics and classifiers; None = data cache/eval
     classifier_samples: int = 40_000  # training budget of each judging classifier (images)
     truncation: float = 1.0  # psi of trainer.noise: z coordinates outside are redrawn (1 = off)
+    standing_stats: int = 0  # re-measure G's BatchNorm statistics on this many batches (0 = as saved)
 
 
 @contextlib.contextmanager
@@ -211,6 +216,18 @@ def summary(m: dict) -> dict[str, float]:
     return out
 
 
+def remeasure_batchnorm(loaded: LoadedGenerator, dataset: object, batches: int) -> int:
+    """The loop's standing statistics (trainer/standing_stats.py) on a loaded generator:
+    ``batches`` batches of the run's batch size, seeded as training seeds them at that step."""
+    from trainer.standing_stats import standing_statistics
+
+    cfg = loaded.config
+    size = int(dataset.images.shape[-1])  # type: ignore[attr-defined]
+    recipe = family_of(cfg).recipe(cfg, loaded.vocab, size)
+    return standing_statistics(loaded.model, lambda n, g: recipe.g_inputs(dataset, n, g),
+                               batches, cfg.batch_size, seed=cfg.seed + loaded.step)
+
+
 def evaluate_run(run_dir: str | Path, data: str | Path | None = None,
                  checkpoint: str | Path | None = None, opts: EvalOptions | None = None,
                  out_dir: str | Path | None = None, log: bool = True,
@@ -226,6 +243,11 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None,
     loaded = load_generator(run_dir, checkpoint)  # refuses non-finite weights, naming the file
     dataset = load_run_dataset(loaded.config, data)
     check_pairing(loaded.vocab, dataset)
+    if opts.standing_stats < 0:
+        raise EvalError(f"--standing-stats {opts.standing_stats}: expected 0 (off) or a number "
+                        f"of batches")
+    if opts.standing_stats:
+        remeasure_batchnorm(loaded, dataset, opts.standing_stats)
     refuse_nonfinite_outputs(loaded, dataset)
     with preserved_rng():
         m, pics = evaluate_generator(loaded.model, dataset, loaded.vocab, opts, log)

@@ -20,6 +20,16 @@ class DOutput(NamedTuple):
     features: torch.Tensor  # [B, F] flattened last conv features (feature matching)
     score_wrong: torch.Tensor | None = None  # [B] scores of the same images under ``wrong_tags``
 
+    def split(self, n: int) -> tuple[DOutput, DOutput]:
+        """The first ``n`` rows and the rest, of every field (None stays None)."""
+        def cut(t, part):
+            if t is None:
+                return None
+            if isinstance(t, list):
+                return [x[:n] if part == 0 else x[n:] for x in t]
+            return t[:n] if part == 0 else t[n:]
+        return (DOutput(*(cut(f, 0) for f in self)), DOutput(*(cut(f, 1) for f in self)))
+
 
 def dcgan_init(module: nn.Module) -> None:
     """DCGAN initialisation, for ``model.apply``: as pytorch/examples ``weights_init``.

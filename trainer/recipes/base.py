@@ -64,6 +64,16 @@ class Recipe:
         """Images in [-1, 1] for the progress grid from the EMA generator, and the grid's nrow."""
         raise NotImplementedError
 
+    def g_inputs(self, dataset, n: int, g: torch.Generator) -> tuple:
+        """G's arguments for ``n`` draws of the training distribution, from ``g`` (CPU).
+
+        Used to measure the EMA generator's BatchNorm statistics on its own weights
+        (trainer/standing_stats.py); only needed by generators with BatchNorm.
+        """
+        raise NotImplementedError(f"{type(self).__name__}.g_inputs: needed for the standing "
+                                  f"statistics of a generator with BatchNorm (ema_bn_batches=0 "
+                                  f"turns them off)")
+
     @torch.no_grad()
     def final_grids(self, G: nn.Module, dataset, seed: int) -> dict[str, tuple[torch.Tensor, int]]:
         """Extra named grids written at the end of a run (e.g. same tags, different noise)."""

@@ -85,8 +85,12 @@ class GanRecipe(Recipe):
             fake = G(self._noise(real.shape[0], real), tags)
         wrong = (wrong_tags(labels, self.group_sizes).to(real.dtype)
                  if lc.matching_aware else None)
-        out_real = D(real, tags, wrong)  # the trunk runs once for right and wrong tags
-        out_fake = D(fake, tags)
+        if lc.joint_batch:  # one forward: D's BatchNorm normalises real and fake together
+            out_real, out_fake = D(torch.cat([real, fake]), _cat(tags, tags),
+                                   _cat(wrong, tags)).split(real.shape[0])
+        else:
+            out_real = D(real, tags, wrong)  # the trunk runs once for right and wrong tags
+            out_fake = D(fake, tags)
         logs: dict[str, torch.Tensor] = {"d_real": out_real.score.detach().float().mean(),
                                          "d_fake": out_fake.score.detach().float().mean()}
         self.observe_real(out_real.score, logs)
@@ -127,7 +131,10 @@ class GanRecipe(Recipe):
         z = self._noise(real.shape[0], real)
         fake = G(z, tags)
         with frozen(D):
-            out = D(fake, tags)
+            if lc.joint_batch:  # as in the D phase: the fakes share a BatchNorm batch with reals
+                out = D(torch.cat([real, fake]), _cat(tags, tags)).split(real.shape[0])[1]
+            else:
+                out = D(fake, tags)
         loss = self.adv.g_loss(out.score)
         logs: dict[str, torch.Tensor] = {"adv": loss.detach(),
                                          "d_fake": out.score.detach().float().mean()}
@@ -184,6 +191,14 @@ class GanRecipe(Recipe):
         tags = self._tag_rows([r % self.group_sizes[0] for r in range(nrows)], g)
         return {"z": z, "tags": tags.repeat_interleave(ncol, dim=0)[:n]}
 
+    def g_inputs(self, dataset, n: int, g: torch.Generator) -> tuple:
+        """(z ~ N(0, 1), the tags of ``n`` random real images or None), as in training."""
+        z = torch.randn(n, self.cfg.model.z_dim, generator=g)
+        if not self.conditional:
+            return z, None
+        labels = dataset.labels
+        return z, labels[torch.randint(len(labels), (n,), generator=g)].float()
+
     @torch.no_grad()
     def sample(self, G: nn.Module, fixed: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         """G's images (float, CPU, [-1, 1]) for ``fixed``, and the images per grid row."""
@@ -222,3 +237,8 @@ class GanRecipe(Recipe):
     def _generate(self, G: nn.Module, z: torch.Tensor, tags: torch.Tensor | None) -> torch.Tensor:
         with eval_mode(G) as put:
             return G(put(z), put(tags)).float().cpu()
+
+
+def _cat(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    """Rows of ``a`` then ``b``; None if ``a`` is None (no tags)."""
+    return None if a is None else torch.cat([a, b])

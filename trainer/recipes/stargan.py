@@ -152,6 +152,14 @@ class StarGanRecipe(Recipe):
         return {"image": to_model_input(dataset.images[idx], flip=False),
                 "labels": dataset.labels[idx].float()}
 
+    def g_inputs(self, dataset, n: int, g: torch.Generator) -> tuple:
+        """(``n`` random real images, their labels in a random order), as in training."""
+        from trainer.data.transforms import to_model_input
+
+        idx = torch.randint(len(dataset), (n,), generator=g)
+        labels = dataset.labels[idx].float()
+        return to_model_input(dataset.images[idx], flip=False), permuted_targets(labels, g)
+
     @torch.no_grad()
     def sample(self, G: nn.Module, fixed: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         """Rows: a fixed real image, then its translation to each domain (Domains.grid_targets)."""

@@ -1,0 +1,157 @@
+"""How FID reads a dataset: real images, slightly degraded, scored against real images.
+
+    python -m benchmarks.fid_sensitivity --data data/avatars            # n = 1000, clean resize
+    python -m benchmarks.fid_sensitivity --tiny --json out.json         # seconds; CI
+
+A generator's FID means little without a scale. This scores a second, disjoint
+sample of real images (the real-vs-real floor that ``trainer.evaluate`` reports)
+after small known degradations against the same first sample that a generator is
+compared with, with the same features, resize and cache as ``trainer.evaluate``:
+a 3x3 binomial blur, Gaussian pixel noise of 2, 4 and 8 levels out of 255, and a
+2x bilinear down- and upsampling. Each row also shows the grain ratio (mean
+|Laplacian| over the real images', as the evaluation reports it), so a generator's
+grain can be read against the FID that noise alone costs on this data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+Degrade = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # uint8 -> uint8
+
+
+def _u8(x: torch.Tensor) -> torch.Tensor:
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+def blur(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """3x3 binomial ([1 2 1] / 4 each way) blur, edges replicated."""
+    k = torch.tensor([1.0, 2.0, 1.0])
+    k = (k[:, None] * k[None]) / 16
+    c = x.shape[1]
+    y = F.conv2d(F.pad(x.float(), (1, 1, 1, 1), mode="replicate"),
+                 k.expand(c, 1, 3, 3).contiguous(), groups=c)
+    return _u8(y)
+
+
+def noise(sigma: float) -> Degrade:
+    """Gaussian noise of ``sigma`` levels (of 255) on every pixel."""
+    def add(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return _u8(x.float() + sigma * torch.randn(x.shape, generator=g))
+    return add
+
+
+def down_up(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Half the size (bilinear, antialiased) and back: what a half-resolution model can show."""
+    s = x.shape[-1]
+    y = F.interpolate(x.float(), size=s // 2, mode="bilinear", antialias=True, align_corners=False)
+    return _u8(F.interpolate(y, size=s, mode="bilinear", align_corners=False))
+
+
+DEGRADATIONS: dict[str, Degrade] = {
+    "none (real vs real)": lambda x, g: x,
+    "3x3 binomial blur": blur,
+    "noise 2/255": noise(2),
+    "noise 4/255": noise(4),
+    "noise 8/255": noise(8),
+    "2x down and up": down_up,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.fid_sensitivity", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="data/avatars", help="dataset folder (default data/avatars)")
+    p.add_argument("--size", type=int, default=64, help="image size (default 64, as the flagship)")
+    p.add_argument("--n", type=int, default=1000, help="images per sample (default 1000)")
+    p.add_argument("--resize", default="clean", choices=["clean", "pytorch-fid"])
+    p.add_argument("--seed", type=int, default=0, help="the evaluation's sample seed")
+    p.add_argument("--cache-dir", help="as trainer.evaluate's (default: its cache)")
+    p.add_argument("--json", metavar="OUT", help="write the results as JSON")
+    p.add_argument("--tiny", action="store_true", help="64 rendered avatars, n = 16 (CI)")
+    return p.parse_args(argv)
+
+
+def measure(dataset: object, n: int, seed: int, resize: str, cache_dir: Path) -> list[dict]:
+    """One row per degradation: FID and KID against sample A, and the grain ratio."""
+    from trainer.evaluate.classifier import dataset_key
+    from trainer.evaluate.diversity import grain
+    from trainer.evaluate.fid import (
+        extract_features,
+        fid_from_features,
+        real_cache_file,
+        real_features_cached,
+    )
+    from trainer.evaluate.sampling import real_batches, sample_indices
+
+    images = dataset.images  # type: ignore[attr-defined]
+    idx = sample_indices(len(images), 2 * n, seed)  # as trainer.evaluate: A first, then B
+    if len(idx) < n + 2:
+        raise SystemExit(f"error: --n {n}: the dataset has {len(images)} images, fewer than "
+                         f"2 x n; lower --n")
+    size = int(images.shape[-1])
+    feats_a = real_features_cached(real_batches(images, idx[:n]),
+                                   real_cache_file(cache_dir, f"{dataset_key(dataset)}-s{seed}",
+                                                   size, n, resize), resize)  # type: ignore[arg-type]
+    b = images[idx[n:]].contiguous()
+    g0 = grain(b)
+    rows = []
+    for name, degrade in DEGRADATIONS.items():
+        x = degrade(b, torch.Generator().manual_seed(seed))
+        res = fid_from_features(feats_a, extract_features(x.split(64), resize))  # type: ignore[arg-type]
+        rows.append({"degradation": name, "fid": res["fid"], "kid": res["kid"],
+                     "grain_ratio": grain(x) / g0 if g0 > 0 else float("nan"),
+                     "n_a": len(feats_a), "n_b": len(x)})
+        print(f"  {name:<22} FID {res['fid']:7.1f}  grain {rows[-1]['grain_ratio']:.2f}",
+              flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.common import (
+        finish_machine,
+        machine_info,
+        machine_line,
+        md_table,
+        tiny_avatars,
+        write_json,
+    )
+    from trainer.data import load_dataset
+    from trainer.evaluate.pipeline import eval_cache_dir
+
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        data, n, size, cache = Path(args.data), args.n, args.size, args.cache_dir
+        if args.tiny:
+            data, n, size = tiny_avatars(Path(tmp) / "avatars", 64, 32), 16, 32
+            cache = Path(tmp) / "cache"
+        if not data.is_dir():
+            raise SystemExit(f"error: --data {data}: no such dataset folder (render one with "
+                             f"`tagface data avatars --out {data}`)")
+        dataset = load_dataset(data, size=size)
+        machine = machine_info()
+        rows = measure(dataset, n, args.seed, args.resize, eval_cache_dir(cache))
+        finish_machine(machine)
+        print()
+        print(machine_line(machine))
+        print(f"{data}: {n} vs {n} images at {size} px, {args.resize} resize")
+        print(md_table(["real sample B after", "FID", "KID", "grain / real"],
+                       [[r["degradation"], f"{r['fid']:.1f}", f"{r['kid']:.3f}",
+                         f"{r['grain_ratio']:.2f}"] for r in rows]))
+        if args.json:
+            write_json(args.json, {"benchmark": "fid_sensitivity", "machine": machine,
+                                   "results": rows,
+                                   "settings": {"data": str(data), "n": n, "size": size, "resize": args.resize,
+                                                "seed": args.seed, "tiny": args.tiny}})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
