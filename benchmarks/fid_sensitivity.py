@@ -81,14 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def measure(dataset: object, n: int, seed: int, resize: str, cache_dir: Path) -> list[dict]:
     """One row per degradation: FID and KID against sample A, and the grain ratio."""
-    from trainer.evaluate.classifier import dataset_key
     from trainer.evaluate.diversity import grain
-    from trainer.evaluate.fid import (
-        extract_features,
-        fid_from_features,
-        real_cache_file,
-        real_features_cached,
-    )
+    from trainer.evaluate.fid import extract_features, fid_from_features, real_features_cached
+    from trainer.evaluate.gan_metrics import real_sample_cache
     from trainer.evaluate.sampling import real_batches, sample_indices
 
     images = dataset.images  # type: ignore[attr-defined]
@@ -96,10 +91,9 @@ def measure(dataset: object, n: int, seed: int, resize: str, cache_dir: Path) ->
     if len(idx) < n + 2:
         raise SystemExit(f"error: --n {n}: the dataset has {len(images)} images, fewer than "
                          f"2 x n; lower --n")
-    size = int(images.shape[-1])
     feats_a = real_features_cached(real_batches(images, idx[:n]),
-                                   real_cache_file(cache_dir, f"{dataset_key(dataset)}-s{seed}",
-                                                   size, n, resize), resize)  # type: ignore[arg-type]
+                                   real_sample_cache(dataset, cache_dir, seed, n, resize),
+                                   resize)  # type: ignore[arg-type]
     b = images[idx[n:]].contiguous()
     g0 = grain(b)
     rows = []
@@ -146,10 +140,10 @@ def main(argv: list[str] | None = None) -> int:
                        [[r["degradation"], f"{r['fid']:.1f}", f"{r['kid']:.3f}",
                          f"{r['grain_ratio']:.2f}"] for r in rows]))
         if args.json:
+            settings = {"data": str(data), "n": n, "size": size, "resize": args.resize,
+                        "seed": args.seed, "tiny": args.tiny}
             write_json(args.json, {"benchmark": "fid_sensitivity", "machine": machine,
-                                   "results": rows,
-                                   "settings": {"data": str(data), "n": n, "size": size, "resize": args.resize,
-                                                "seed": args.seed, "tiny": args.tiny}})
+                                   "results": rows, "settings": settings})
     return 0
 
 

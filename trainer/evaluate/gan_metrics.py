@@ -31,6 +31,15 @@ def _conditional(G: nn.Module, vocab: object) -> bool:
 
 
 # -- pieces -------------------------------------------------------------------------------
+def real_sample_cache(dataset: object, cache_dir: Path, seed: int, n: int, resize: str,
+                      part: str = "") -> Path:
+    """Cache file of the real features of sample A (``part=""``: the one fakes are compared
+    with) or of the disjoint sample B (``part="-disjoint"``) of ``n`` images."""
+    size = int(dataset.images.shape[-1])  # type: ignore[attr-defined]
+    return real_cache_file(cache_dir, f"{clf.dataset_key(dataset)}-s{seed}{part}", size, n,
+                           resize)  # type: ignore[arg-type]
+
+
 def fid_for_generator(G: nn.Module, dataset: object, n: int, seed: int, resize: str,
                       cache_dir: Path, conditional: bool) -> tuple[dict, torch.Tensor,
                                                                    torch.Tensor]:
@@ -43,8 +52,7 @@ def fid_for_generator(G: nn.Module, dataset: object, n: int, seed: int, resize: 
     g = torch.Generator().manual_seed(seed + 1)
     z = torch.randn(n, generator_z_dim(G), generator=g)
     tags = labels[torch.randint(len(labels), (n,), generator=g)].float() if conditional else None
-    cache = real_cache_file(cache_dir, f"{clf.dataset_key(dataset)}-s{seed}", images.shape[-1],
-                            len(real_idx), resize)  # type: ignore[arg-type]
+    cache = real_sample_cache(dataset, cache_dir, seed, len(real_idx), resize)
     res = fid_kid(real_batches(images, real_idx), iter_generate(G, z, tags), real_cache=cache,
                   resize=resize)  # type: ignore[arg-type]
     return res, real_idx, (tags if tags is not None else torch.zeros(n, 0))
@@ -65,14 +73,12 @@ def real_vs_real_fid(dataset: object, n: int, seed: int, resize: str,
     if len(idx_b) < 2:
         raise EvalError(f"the real-vs-real floor needs more than {n} + 1 images; the dataset "
                         f"has {len(images)} (lower --n)")
-    key = clf.dataset_key(dataset)
-    size = int(images.shape[-1])
     feats_a = real_features_cached(real_batches(images, idx_a),
-                                   real_cache_file(cache_dir, f"{key}-s{seed}", size, len(idx_a),
-                                                   resize), resize)  # type: ignore[arg-type]
+                                   real_sample_cache(dataset, cache_dir, seed, len(idx_a), resize),
+                                   resize)  # type: ignore[arg-type]
     feats_b = real_features_cached(real_batches(images, idx_b),
-                                   real_cache_file(cache_dir, f"{key}-s{seed}-disjoint", size,
-                                                   len(idx_b), resize), resize)  # type: ignore[arg-type]
+                                   real_sample_cache(dataset, cache_dir, seed, len(idx_b), resize,
+                                                     "-disjoint"), resize)  # type: ignore[arg-type]
     res = fid_from_features(feats_a, feats_b)
     res["resize"] = resize
     return res

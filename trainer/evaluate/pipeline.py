@@ -238,14 +238,14 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None,
     from trainer.runs import load_generator
 
     opts = opts or EvalOptions()
+    if opts.standing_stats < 0:
+        raise EvalError(f"--standing-stats {opts.standing_stats}: expected 0 (off) or a number "
+                        f"of batches")
     start = time.perf_counter()
     run_dir = Path(run_dir)
     loaded = load_generator(run_dir, checkpoint)  # refuses non-finite weights, naming the file
     dataset = load_run_dataset(loaded.config, data)
     check_pairing(loaded.vocab, dataset)
-    if opts.standing_stats < 0:
-        raise EvalError(f"--standing-stats {opts.standing_stats}: expected 0 (off) or a number "
-                        f"of batches")
     if opts.standing_stats:
         remeasure_batchnorm(loaded, dataset, opts.standing_stats)
     refuse_nonfinite_outputs(loaded, dataset)

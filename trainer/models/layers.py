@@ -22,13 +22,12 @@ class DOutput(NamedTuple):
 
     def split(self, n: int) -> tuple[DOutput, DOutput]:
         """The first ``n`` rows and the rest, of every field (None stays None)."""
-        def cut(t, part):
+        def cut(t, rows: slice):
             if t is None:
                 return None
-            if isinstance(t, list):
-                return [x[:n] if part == 0 else x[n:] for x in t]
-            return t[:n] if part == 0 else t[n:]
-        return (DOutput(*(cut(f, 0) for f in self)), DOutput(*(cut(f, 1) for f in self)))
+            return [x[rows] for x in t] if isinstance(t, list) else t[rows]
+        head, tail = slice(None, n), slice(n, None)
+        return DOutput(*(cut(f, head) for f in self)), DOutput(*(cut(f, tail) for f in self))
 
 
 def dcgan_init(module: nn.Module) -> None:
