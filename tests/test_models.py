@@ -310,3 +310,41 @@ def test_skip_generator_shapes_and_every_scale_contributes(size):
 def test_skip_generator_is_dcgan_only():
     with pytest.raises(ConfigError, match="g_skip"):
         cfg_of("model.g_skip=true", "model.arch=ml2020")
+
+
+def test_nearest_last_resizes_only_the_rgb_layer():
+    cfg = cfg_of("data.size=32", "model.g_ch=8", "model.z_dim=16", "model.cond=projection",
+                 "model.g_upsample=nearest_last")
+    G = build_generator(cfg, K)
+    convs = [m for m in G.net.main if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert [type(m) for m in convs] == [nn.ConvTranspose2d] * 3 + [nn.Conv2d]  # 4 -> 8 -> 16 | 32
+    assert convs[-1].out_channels == 3 and convs[-1].kernel_size == (3, 3)
+    assert isinstance(G.net.main[-3], nn.Upsample)
+    assert G(torch.randn(2, 16), tags_for(2)).shape == (2, 3, 32, 32)
+
+
+@pytest.mark.parametrize("norm,groups", [("layer", 1), ("group", None)])
+def test_d_norm_per_image_groupnorm(norm, groups):
+    cfg = cfg_of("data.size=32", "model.d_ch=16", "model.cond=projection", f"model.d_norm={norm}")
+    D = build_discriminator(cfg, GROUPS).train()
+    gns = [m for m in D.body.modules() if isinstance(m, nn.GroupNorm)]
+    assert len(gns) == 2 and not any(isinstance(m, nn.BatchNorm2d) for m in D.body.modules())
+    assert all(m.num_groups == (groups or m.num_channels // 16) for m in gns)
+    x, t = torch.randn(4, 3, 32, 32), tags_for(4)
+    with torch.no_grad():  # per-image: an image's score does not depend on the rest of the batch
+        alone = D(x[:1], t[:1]).score
+        assert torch.allclose(D(x, t).score[:1], alone, atol=1e-5)
+    bn = build_discriminator(cfg_of("data.size=32", "model.d_ch=16", "model.cond=projection"),
+                             GROUPS).train()
+    with torch.no_grad():  # BatchNorm (the default) does depend on it
+        assert not torch.allclose(bn(x, t).score[:1], bn(x[:1].expand(4, -1, -1, -1),
+                                                         t[:1].expand(4, -1)).score[:1])
+
+
+def test_d_norm_is_refused_where_it_does_not_apply():
+    with pytest.raises(ConfigError, match="model.d_norm"):
+        cfg_of("model.d_norm=layer", "model.d_bn=false")
+    with pytest.raises(ConfigError, match="model.d_norm"):
+        cfg_of("model.d_norm=layer", "model.arch=resnet")
+    with pytest.raises(ConfigError, match="model.d_norm"):
+        cfg_of("model.d_norm=instance")

@@ -50,13 +50,15 @@ class ModelConfig:
     d_hidden: int = 256  # D hidden dense width: dense head, ACGAN classifiers (report 004: 128)
     spectral_norm: bool = False  # spectral norm on every D weight
     d_dropout: float = 0.0  # dropout after each D block
-    d_bn: bool = True  # BatchNorm in D (off for WGAN-GP and SN)
+    d_bn: bool = True  # normalisation in D (off for WGAN-GP and SN)
+    d_norm: str = "batch"  # dcgan D with d_bn: batch | layer | group (per-image GroupNorm)
     minibatch_std: bool = False  # minibatch standard deviation feature before D's head
     repeat_num: int = 6  # StarGAN: residual blocks in G
     d_repeat_num: int = 6  # StarGAN: stride-2 convs in D
     norm_stats: str = "running"  # StarGAN inference InstanceNorm statistics: running | instance
     g_output: str = "image"  # StarGAN G output: image (official) | attention (GANimation blend)
-    g_upsample: str = "transposed"  # dcgan G: transposed (4x4 stride-2) | nearest (+ 3x3 conv)
+    g_upsample: str = "transposed"  # dcgan G: transposed (4x4 stride 2) | nearest (+ 3x3 conv)
+    #                                  | nearest_last (resize-conv for the RGB layer only)
     g_skip: bool = False  # dcgan G: StyleGAN2 skip outputs (RGB at every scale, summed)
     hier_z: bool = False  # resnet G: split z over the blocks' conditional BatchNorms (BigGAN)
 
@@ -302,6 +304,11 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.model.g_upsample != "transposed" and cfg.model.arch != "dcgan":
         raise ConfigError(f"model.g_upsample={cfg.model.g_upsample!r} applies to the dcgan "
                           f"trunk; model.arch={cfg.model.arch!r} has its own upsampling")
+    if cfg.model.d_norm != "batch" and (cfg.model.arch not in ("dcgan", "ml2020")
+                                         or not cfg.model.d_bn):
+        raise ConfigError(f"model.d_norm={cfg.model.d_norm!r} applies to the dcgan and ml2020 "
+                          f"discriminators with model.d_bn=true (got model.arch="
+                          f"{cfg.model.arch!r}, model.d_bn={cfg.model.d_bn})")
     if cfg.model.g_skip and cfg.model.arch != "dcgan":
         raise ConfigError(f"model.g_skip applies to the dcgan trunk (got model.arch="
                           f"{cfg.model.arch!r})")

@@ -74,9 +74,10 @@ def _found(labels: Labels) -> str:
 def _gan_choices() -> dict[str, tuple[str, ...]]:
     from trainer.models.conditional import HEADS, TRUNKS
     from trainer.models.dcgan import UPSAMPLE
+    from trainer.models.layers import D_NORMS
 
     return {"model.arch": tuple(TRUNKS), "model.cond": tuple(HEADS),
-            "model.g_upsample": tuple(UPSAMPLE)}
+            "model.g_upsample": tuple(UPSAMPLE), "model.d_norm": D_NORMS}
 
 
 def _gan_accepts(labels: Labels) -> bool:

@@ -236,8 +236,9 @@ class Discriminator(nn.Module):
         self.cond = cfg.cond
         self.group_sizes = list(group_sizes)
         _, body = TRUNKS[cfg.arch]
+        norm = {"norm": cfg.d_norm} if cfg.d_norm != "batch" else {}  # the dcgan trunks
         self.body = body(image_size, cfg.d_ch, bn=cfg.d_bn, dropout=cfg.d_dropout,
-                         sn=cfg.spectral_norm)
+                         sn=cfg.spectral_norm, **norm)
         self.mbstd = MinibatchStd() if cfg.minibatch_std else None
         in_ch = self.body.out_ch + (1 if self.mbstd is not None else 0)
         self.head = HEADS[cfg.cond](in_ch, self.group_sizes, cfg, bias=self.body.bias)

@@ -22,7 +22,7 @@ import math
 import torch
 from torch import nn
 
-from trainer.models.layers import dcgan_init, maybe_sn
+from trainer.models.layers import dcgan_init, maybe_sn, norm2d
 
 
 def n_stride2(image_size: int) -> int:
@@ -42,8 +42,13 @@ def _resize_conv(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False)]
 
 
-# model.g_upsample -> how the DCGAN generator doubles the resolution
-UPSAMPLE = {"transposed": _transposed, "nearest": _resize_conv}
+# model.g_upsample -> how the DCGAN generator doubles the resolution: a pair
+# (every layer but the last, the last layer, which writes the pixels)
+UPSAMPLE = {
+    "transposed": (_transposed, _transposed),
+    "nearest": (_resize_conv, _resize_conv),
+    "nearest_last": (_transposed, _resize_conv),  # no checkerboard in the pixels, ~same cost
+}
 
 
 class DCGANGenerator(nn.Module):
@@ -63,7 +68,7 @@ class DCGANGenerator(nn.Module):
         super().__init__()
         n = n_stride2(image_size)
         c = ch * 2 ** (n - 1)  # channels at 4x4
-        up = UPSAMPLE[upsample]  # (c_in, c_out) -> 2x upsampling layers
+        up, up_last = UPSAMPLE[upsample]  # (c_in, c_out) -> 2x upsampling layers
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(in_dim, c, 4, 1, 0, bias=False),  # [B, c, 4, 4]
             nn.BatchNorm2d(c),
@@ -77,7 +82,7 @@ class DCGANGenerator(nn.Module):
             c //= 2
             taps.append(len(layers) - 1)
             rgb_ch.append(c)
-        layers += [*up(c, 3), nn.Tanh()]  # [B, 3, S, S]
+        layers += [*up_last(c, 3), nn.Tanh()]  # [B, 3, S, S]
         self.main = nn.Sequential(*layers)
         self.taps = taps if skip else []
         self.to_rgb = nn.ModuleList(nn.Conv2d(k, 3, 1) for k in rgb_ch) if skip else None
@@ -155,6 +160,7 @@ class DCGANEncoder(nn.Module):
         bn: bool = True,  # BatchNorm2d after blocks 2..n (off for WGAN-GP)
         dropout: float = 0.0,  # dropout probability after every block (report 003)
         sn: bool = False,  # spectral norm on every conv
+        norm: str = "batch",  # with bn: batch | layer | group (layers.norm2d)
     ):
         super().__init__()
         self.bias = type(self).bias or not bn  # the head's final conv follows (Discriminator)
@@ -165,7 +171,7 @@ class DCGANEncoder(nn.Module):
             layers.append(maybe_sn(nn.Conv2d(c_in, c, self.kernel, 2, self.padding,
                                              bias=self.bias), sn))  # [B, c, h/2, w/2]
             if bn and i > 0:
-                layers.append(nn.BatchNorm2d(c))
+                layers.append(norm2d(norm, c))
             layers.append(nn.LeakyReLU(0.2, True))
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))

@@ -64,6 +64,28 @@ def maybe_sn(module: nn.Module, enabled: bool) -> nn.Module:
     return spectral_norm(module)
 
 
+# model.d_norm -> the normalisation after D's blocks 2..n (with model.d_bn)
+D_NORMS = ("batch", "layer", "group")
+
+
+def norm2d(kind: str, channels: int) -> nn.Module:
+    """D's feature normalisation: BatchNorm (DCGAN) or a per-image GroupNorm.
+
+    BatchNorm over a batch of fakes alone removes whatever all of them share
+    (a too-bright background, the same grain everywhere) before D's head can
+    see it; ``layer`` (GroupNorm with one group) and ``group`` (groups of 16
+    channels) normalise each image on its own, so such a shift stays visible.
+    On the avatars both lost to BatchNorm (docs/cgan_avatars.md, row X3).
+    """
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)
+    if kind == "group":
+        return nn.GroupNorm(max(1, channels // 16), channels)
+    raise ValueError(f"model.d_norm={kind!r}: expected one of {', '.join(D_NORMS)}")
+
+
 class MinibatchStd(nn.Module):
     """Append the mean standard deviation over groups of samples as one extra channel.
 
@@ -82,7 +104,8 @@ class MinibatchStd(nn.Module):
         b, _, h, w = x.shape
         g = next(k for k in range(min(self.group_size, b), 0, -1) if b % k == 0)
         y = x.float().reshape(b // g, g, -1)  # [n, g, C*H*W]
-        std = (y.var(dim=1, unbiased=False) + self.eps).sqrt()  # [n, C*H*W]
+        d = y - y.mean(dim=1, keepdim=True)  # by hand: Tensor.var over this strided dim is several times slower
+        std = (d.square().mean(dim=1) + self.eps).sqrt()  # [n, C*H*W]
         stat = std.mean(dim=1).to(x.dtype)  # [n]
         stat = stat.repeat_interleave(g).reshape(b, 1, 1, 1).expand(b, 1, h, w)
         return torch.cat([x, stat], dim=1)
