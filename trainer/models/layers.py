@@ -75,7 +75,7 @@ def norm2d(kind: str, channels: int) -> nn.Module:
     (a too-bright background, the same grain everywhere) before D's head can
     see it; ``layer`` (GroupNorm with one group) and ``group`` (groups of 16
     channels) normalise each image on its own, so such a shift stays visible.
-    On the avatars both lost to BatchNorm (docs/cgan_avatars.md, row X3).
+    On the avatars ``layer`` lost to BatchNorm (docs/cgan_avatars.md, row Q4).
     """
     if kind == "batch":
         return nn.BatchNorm2d(channels)
@@ -104,7 +104,8 @@ class MinibatchStd(nn.Module):
         b, _, h, w = x.shape
         g = next(k for k in range(min(self.group_size, b), 0, -1) if b % k == 0)
         y = x.float().reshape(b // g, g, -1)  # [n, g, C*H*W]
-        d = y - y.mean(dim=1, keepdim=True)  # by hand: Tensor.var over this strided dim is several times slower
+        # by hand: Tensor.var over this strided dim is several times slower on CPU
+        d = y - y.mean(dim=1, keepdim=True)
         std = (d.square().mean(dim=1) + self.eps).sqrt()  # [n, C*H*W]
         stat = std.mean(dim=1).to(x.dtype)  # [n]
         stat = stat.repeat_interleave(g).reshape(b, 1, 1, 1).expand(b, 1, h, w)
