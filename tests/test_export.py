@@ -53,6 +53,7 @@ KINDS: dict[str, tuple[list[str], Vocab | Domains | None]] = {
     "cgan_nearest": ([*SMALL, "model.cond=projection", "model.g_upsample=nearest"],
                      mlds_vocab()),
     "cgan_skip": ([*SMALL, "model.cond=projection", "model.g_skip=true"], mlds_vocab()),
+    "cgan_palette": ([*SMALL, "model.cond=projection", "model.g_palette=6"], mlds_vocab()),
     "stargan": ([*SMALL_STARGAN, "model.norm_stats=running"], DOMAINS),
     "stargan_instance": ([*SMALL_STARGAN, "model.norm_stats=instance"], DOMAINS),
     "stargan_attention": ([*SMALL_STARGAN, "model.norm_stats=instance",

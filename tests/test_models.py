@@ -348,3 +348,35 @@ def test_d_norm_is_refused_where_it_does_not_apply():
         cfg_of("model.d_norm=layer", "model.arch=resnet")
     with pytest.raises(ConfigError, match="model.d_norm"):
         cfg_of("model.d_norm=instance")
+
+
+def test_palette_generator_paints_from_its_own_colours():
+    cfg = cfg_of("data.size=32", "model.g_ch=8", "model.z_dim=16", "model.cond=projection",
+                 "model.g_palette=4")
+    G = build_generator(cfg, K).eval()
+    assert G.net.main[-1].out_channels == 4  # K logits per pixel, no RGB layer
+    z, t = torch.randn(2, 16), tags_for(2)
+    x = G(z, t)
+    assert x.shape == (2, 3, 32, 32) and x.abs().max() <= 1.0
+    h = torch.cat([z, G.proj(t)], dim=1)
+    pal = G.net.palette.colours(h).reshape(2, 4, 3)
+    with torch.no_grad():  # a confident pixel takes its colour exactly; others mix convexly
+        logits = torch.zeros(2, 4, 32, 32)
+        logits[:, 2] = 50.0
+        flat = G.net.palette(logits, h)
+        assert torch.allclose(flat, pal[:, 2, :, None, None].expand_as(flat), atol=1e-6)
+        mixed = G.net.palette(torch.randn(2, 4, 32, 32), h)
+        lo, hi = pal.min(dim=1).values, pal.max(dim=1).values  # [2, 3]
+        assert (mixed >= lo[:, :, None, None] - 1e-6).all()
+        assert (mixed <= hi[:, :, None, None] + 1e-6).all()
+    x.square().mean().backward()  # both the logits and the colours learn
+    assert G.net.main[-1].weight.grad.abs().sum() > 0
+    assert G.net.palette.colours[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("bad", [("model.g_palette=1",), ("model.g_palette=8", "model.g_skip=true"),
+                                 ("model.g_palette=8", "model.arch=ml2020"),
+                                 ("model.g_palette=8", "model.arch=resnet")])
+def test_palette_is_refused_where_it_does_not_apply(bad):
+    with pytest.raises(ConfigError, match="g_palette"):
+        cfg_of(*bad)

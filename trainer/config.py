@@ -60,6 +60,7 @@ class ModelConfig:
     g_upsample: str = "transposed"  # dcgan G: transposed (4x4 stride 2) | nearest (+ 3x3 conv)
     #                                  | nearest_last (resize-conv for the RGB layer only)
     g_skip: bool = False  # dcgan G: StyleGAN2 skip outputs (RGB at every scale, summed)
+    g_palette: int = 0  # dcgan G: paint pixels from K per-image colours (0 = RGB output)
     hier_z: bool = False  # resnet G: split z over the blocks' conditional BatchNorms (BigGAN)
 
 
@@ -312,6 +313,11 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.model.g_skip and cfg.model.arch != "dcgan":
         raise ConfigError(f"model.g_skip applies to the dcgan trunk (got model.arch="
                           f"{cfg.model.arch!r})")
+    if cfg.model.g_palette and (cfg.model.arch != "dcgan" or cfg.model.g_skip
+                                or cfg.model.g_palette < 2):
+        raise ConfigError(f"model.g_palette={cfg.model.g_palette}: expected 0 (RGB output) or "
+                          f"K >= 2 colours, on the dcgan trunk without model.g_skip (got "
+                          f"model.arch={cfg.model.arch!r}, model.g_skip={cfg.model.g_skip})")
     if cfg.model.hier_z and cfg.model.arch != "resnet":
         raise ConfigError(f"model.hier_z needs model.arch=resnet (got {cfg.model.arch!r})")
     if cfg.model.arch == "resnet" and cfg.data.size > 128:

@@ -98,7 +98,8 @@ class Generator(nn.Module):
         e_dim = self.proj.out_dim if self.proj is not None else 0
         if self.joint:
             self.net = trunk(cfg.z_dim + e_dim, image_size, cfg.g_ch,
-                             upsample=cfg.g_upsample, skip=cfg.g_skip)  # initialises itself
+                             upsample=cfg.g_upsample, skip=cfg.g_skip,
+                             palette=cfg.g_palette)  # initialises itself
         else:
             self.net = trunk(cfg.z_dim, e_dim, image_size, cfg.g_ch, hier_z=cfg.hier_z)
         if self.proj is not None:

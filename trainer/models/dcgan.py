@@ -22,7 +22,7 @@ import math
 import torch
 from torch import nn
 
-from trainer.models.layers import dcgan_init, maybe_sn, norm2d
+from trainer.models.layers import PaletteOutput, dcgan_init, maybe_sn, norm2d
 
 
 def n_stride2(image_size: int) -> int:
@@ -64,10 +64,12 @@ class DCGANGenerator(nn.Module):
     """
 
     def __init__(self, in_dim: int, image_size: int, ch: int = 64, upsample: str = "transposed",
-                 skip: bool = False):
+                 skip: bool = False, palette: int = 0):
         super().__init__()
         n = n_stride2(image_size)
         c = ch * 2 ** (n - 1)  # channels at 4x4
+        if palette and skip:
+            raise ValueError("model.g_palette and model.g_skip: choose one output layer")
         up, up_last = UPSAMPLE[upsample]  # (c_in, c_out) -> 2x upsampling layers
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(in_dim, c, 4, 1, 0, bias=False),  # [B, c, 4, 4]
@@ -82,14 +84,22 @@ class DCGANGenerator(nn.Module):
             c //= 2
             taps.append(len(layers) - 1)
             rgb_ch.append(c)
-        layers += [*up_last(c, 3), nn.Tanh()]  # [B, 3, S, S]
+        if palette:  # K colour logits per pixel, painted by PaletteOutput
+            layers += [*up_last(c, palette)]  # [B, K, S, S]
+        else:
+            layers += [*up_last(c, 3), nn.Tanh()]  # [B, 3, S, S]
         self.main = nn.Sequential(*layers)
+        self.palette = None
         self.taps = taps if skip else []
         self.to_rgb = nn.ModuleList(nn.Conv2d(k, 3, 1) for k in rgb_ch) if skip else None
         self.apply(dcgan_init)
+        if palette:  # after dcgan_init: the colours keep their own initialisation
+            self.palette = PaletteOutput(in_dim, palette)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # [B, in_dim]
         x = h[:, :, None, None]  # as a [B, in_dim, 1, 1] image
+        if self.palette is not None:
+            return self.palette(self.main(x), h)
         if self.to_rgb is None:
             return self.main(x)
         rgb, t = None, 0
@@ -110,10 +120,11 @@ class ML2020Generator(nn.Module):
     """ML2020 HW11 baseline G (report 003): [B, in_dim] -> [B, 3, S, S] in [-1, 1]."""
 
     def __init__(self, in_dim: int, image_size: int, ch: int = 64, upsample: str = "transposed",
-                 skip: bool = False):
+                 skip: bool = False, palette: int = 0):
         super().__init__()
-        if skip:
-            raise ValueError("model.g_skip: the ml2020 trunk has no skip outputs (use dcgan)")
+        if skip or palette:
+            raise ValueError("model.g_skip, model.g_palette: the ml2020 trunk writes RGB only "
+                             "(use dcgan)")
         if upsample != "transposed":
             raise ValueError(f"model.g_upsample={upsample!r}: the ml2020 trunk has 5x5 "
                              f"transposed convs only")
