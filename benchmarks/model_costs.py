@@ -20,8 +20,11 @@ import torch
 # name -> config overrides (each on top of the defaults, model.cond=projection)
 TRUNKS: dict[str, list[str]] = {
     "dcgan, width 64 (pytorch/examples)": ["model.arch=dcgan", "model.g_ch=64", "model.d_ch=64"],
-    "dcgan, width 32 (cgan_avatars, cgan_avatars_dcgan)": ["model.arch=dcgan", "model.g_ch=32",
-                                             "model.d_ch=32"],
+    "dcgan, width 32 (cgan_avatars_rgb, cgan_avatars_dcgan)": ["model.arch=dcgan",
+                                                               "model.g_ch=32", "model.d_ch=32"],
+    "dcgan + palette 16, nearest_last, width 32 (cgan_avatars)": [
+        "model.arch=dcgan", "model.g_ch=32", "model.d_ch=32", "model.g_palette=16",
+        "model.g_upsample=nearest_last"],
     "dcgan + nearest, width 32 (g_upsample=nearest)": ["model.arch=dcgan", "model.g_ch=32",
                                                  "model.d_ch=32", "model.g_upsample=nearest"],
     "ml2020, width 64": ["model.arch=ml2020", "model.g_ch=64", "model.d_ch=64"],

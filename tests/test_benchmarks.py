@@ -124,7 +124,10 @@ def test_model_costs_tiny(tmp_path: Path) -> None:
         positive(r, "g_params_m", "d_params_m", "g_gflop", "d_gflop")
     # resize-conv upsampling costs more than the transposed convs it replaces
     assert (rows["dcgan + nearest, width 32 (g_upsample=nearest)"]["g_gflop"]
-            > rows["dcgan, width 32 (cgan_avatars, cgan_avatars_dcgan)"]["g_gflop"])
+            > rows["dcgan, width 32 (cgan_avatars_rgb, cgan_avatars_dcgan)"]["g_gflop"])
+    # the palette layer writes 16 logits per pixel instead of 3 colours
+    assert (rows["dcgan + palette 16, nearest_last, width 32 (cgan_avatars)"]["g_gflop"]
+            > rows["dcgan, width 32 (cgan_avatars_rgb, cgan_avatars_dcgan)"]["g_gflop"])
 
 
 def test_fid_sensitivity_tiny(tmp_path: Path) -> None:

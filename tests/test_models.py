@@ -11,7 +11,7 @@ from torch.nn.utils import parametrize
 
 from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.models import DOutput, build_discriminator, build_generator
-from trainer.models.layers import MinibatchStd
+from trainer.models.layers import MinibatchStd, Nearest2x
 
 GROUPS = [12, 10]  # hair, eyes: the MLDS / avatar vocabulary
 K = sum(GROUPS)
@@ -319,7 +319,9 @@ def test_nearest_last_resizes_only_the_rgb_layer():
     convs = [m for m in G.net.main if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
     assert [type(m) for m in convs] == [nn.ConvTranspose2d] * 3 + [nn.Conv2d]  # 4 -> 8 -> 16 | 32
     assert convs[-1].out_channels == 3 and convs[-1].kernel_size == (3, 3)
-    assert isinstance(G.net.main[-3], nn.Upsample)
+    assert isinstance(G.net.main[-3], Nearest2x)
+    x = torch.randn(2, 5, 4, 3)  # the same values as nn.Upsample, without ONNX's Resize
+    assert torch.equal(Nearest2x()(x), nn.Upsample(scale_factor=2, mode="nearest")(x))
     assert G(torch.randn(2, 16), tags_for(2)).shape == (2, 3, 32, 32)
 
 

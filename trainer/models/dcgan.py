@@ -22,7 +22,7 @@ import math
 import torch
 from torch import nn
 
-from trainer.models.layers import PaletteOutput, dcgan_init, maybe_sn, norm2d
+from trainer.models.layers import Nearest2x, PaletteOutput, dcgan_init, maybe_sn, norm2d
 
 
 def n_stride2(image_size: int) -> int:
@@ -39,7 +39,7 @@ def _transposed(c_in: int, c_out: int) -> list[nn.Module]:
 
 def _resize_conv(c_in: int, c_out: int) -> list[nn.Module]:
     """Nearest 2x upsampling + 3x3 conv (Odena et al. 2016): no checkerboard pattern."""
-    return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False)]
+    return [Nearest2x(), nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False)]
 
 
 # model.g_upsample -> how the DCGAN generator doubles the resolution: a pair

@@ -112,6 +112,16 @@ class MinibatchStd(nn.Module):
         return torch.cat([x, stat], dim=1)
 
 
+class Nearest2x(nn.Module):
+    """Nearest-neighbour 2x upsampling by expand + reshape: the same values as
+    ``nn.Upsample(scale_factor=2)``, but exported without ONNX's Resize, whose float
+    ``scales`` input the float16 converter breaks (``export --fp16``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] -> [B, C, 2H, 2W]
+        b, c, h, w = x.shape
+        return x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
+
+
 class PaletteOutput(nn.Module):
     """Paint each pixel from a per-image palette: softmax(logits) over K colours.
 
@@ -137,5 +147,7 @@ class PaletteOutput(nn.Module):
     def forward(self, logits: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """logits [B, K, S, S], h [B, in_dim] -> image [B, 3, S, S]."""
         pal = self.colours(h).reshape(h.shape[0], self.k, 3)  # [B, K, 3]
-        w = (self.GAIN * logits.float()).softmax(dim=1)  # [B, K, S, S], fp32 under autocast too
-        return torch.einsum("bkhw,bkc->bchw", w, pal.float()).to(logits.dtype)
+        b, k, s, _ = logits.shape
+        w = (self.GAIN * logits).softmax(dim=1).reshape(b, k, s * s)  # [B, K, S*S]
+        # a plain MatMul (not einsum, no casts), which ONNX's float16 conversion handles
+        return torch.matmul(pal.transpose(1, 2), w).reshape(b, 3, s, s)
