@@ -58,7 +58,7 @@ class ModelConfig:
     norm_stats: str = "running"  # StarGAN inference InstanceNorm statistics: running | instance
     g_output: str = "image"  # StarGAN G output: image (official) | attention (GANimation blend)
     g_upsample: str = "transposed"  # dcgan G: transposed (4x4 stride 2) | nearest (+ 3x3 conv)
-    #                                  | nearest_last (resize-conv for the RGB layer only)
+    #                                  | nearest_last (resize-conv for the output layer only)
     g_skip: bool = False  # dcgan G: StyleGAN2 skip outputs (RGB at every scale, summed)
     g_palette: int = 0  # dcgan G: paint pixels from K per-image colours (0 = RGB output)
     hier_z: bool = False  # resnet G: split z over the blocks' conditional BatchNorms (BigGAN)

@@ -61,6 +61,9 @@ class DCGANGenerator(nn.Module):
     layer adding only the full-size detail. Colour and layout then come from the
     coarse, smooth outputs (3 x (channels + 1) parameters per scale: 1,452 at
     width 32 and 64 px).
+    ``palette=K`` makes the last layer write K colour logits per pixel instead of
+    RGB; ``PaletteOutput`` paints them from K colours drawn per image from ``h``
+    (the flagship's output: flat regions stay flat, docs/cgan_avatars.md).
     """
 
     def __init__(self, in_dim: int, image_size: int, ch: int = 64, upsample: str = "transposed",
