@@ -112,14 +112,22 @@ class MinibatchStd(nn.Module):
         return torch.cat([x, stat], dim=1)
 
 
-class Nearest2x(nn.Module):
-    """Nearest-neighbour 2x upsampling by expand + reshape: the same values as
-    ``nn.Upsample(scale_factor=2)``, but exported without ONNX's Resize, whose float
-    ``scales`` input the float16 converter breaks (``export --fp16``)."""
+def nearest2x(x: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour 2x upsampling by expand + reshape: [B, C, H, W] -> [B, C, 2H, 2W].
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] -> [B, C, 2H, 2W]
-        b, c, h, w = x.shape
-        return x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
+    The same values as ``F.interpolate(x, scale_factor=2, mode="nearest")``, but
+    exported without ONNX's Resize, whose float ``scales`` input the float16
+    converter breaks (``export --fp16``).
+    """
+    b, c, h, w = x.shape
+    return x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
+
+
+class Nearest2x(nn.Module):
+    """``nearest2x`` as a layer, for ``nn.Sequential`` trunks."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nearest2x(x)
 
 
 class PaletteOutput(nn.Module):

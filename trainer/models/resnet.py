@@ -37,7 +37,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from trainer.models.dcgan import n_stride2
-from trainer.models.layers import maybe_sn
+from trainer.models.layers import maybe_sn, nearest2x
 
 
 def _init(module: nn.Module) -> None:
@@ -85,9 +85,9 @@ class UpBlock(nn.Module):
         self.skip = nn.Conv2d(c_in, c_out, 1, 1, 0)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-        h = F.interpolate(F.relu(self.bn1(x, c)), scale_factor=2, mode="nearest")
+        h = nearest2x(F.relu(self.bn1(x, c)))
         h = self.conv2(F.relu(self.bn2(self.conv1(h), c)))
-        return h + self.skip(F.interpolate(x, scale_factor=2, mode="nearest"))
+        return h + self.skip(nearest2x(x))
 
 
 class ResNetGenerator(nn.Module):
