@@ -25,6 +25,9 @@ TRUNKS: dict[str, list[str]] = {
     "dcgan + palette 16, nearest_last, width 32 (cgan_avatars)": [
         "model.arch=dcgan", "model.g_ch=32", "model.d_ch=32", "model.g_palette=16",
         "model.g_upsample=nearest_last"],
+    "dcgan + palette 16, bilinear_last, width 32": [
+        "model.arch=dcgan", "model.g_ch=32", "model.d_ch=32", "model.g_palette=16",
+        "model.g_upsample=bilinear_last"],
     "dcgan + nearest, width 32 (g_upsample=nearest)": ["model.arch=dcgan", "model.g_ch=32",
                                                  "model.d_ch=32", "model.g_upsample=nearest"],
     "ml2020, width 64": ["model.arch=ml2020", "model.g_ch=64", "model.d_ch=64"],

@@ -55,6 +55,8 @@ KINDS: dict[str, tuple[list[str], Vocab | Domains | None]] = {
     "cgan_skip": ([*SMALL, "model.cond=projection", "model.g_skip=true"], mlds_vocab()),
     "cgan_palette": ([*SMALL, "model.cond=projection", "model.g_palette=6",
                       "model.g_upsample=nearest_last"], mlds_vocab()),
+    "cgan_palette_bilinear": ([*SMALL, "model.cond=projection", "model.g_palette=6",
+                               "model.g_upsample=bilinear_last"], mlds_vocab()),
     "stargan": ([*SMALL_STARGAN, "model.norm_stats=running"], DOMAINS),
     "stargan_instance": ([*SMALL_STARGAN, "model.norm_stats=instance"], DOMAINS),
     "stargan_attention": ([*SMALL_STARGAN, "model.norm_stats=instance",
@@ -207,9 +209,11 @@ def test_fp16(runs, exported, tmp_path):
     assert m.generate("blue hair red eyes", n=2, seed=0).shape == (2, 32, 32, 3)
 
 
-@pytest.mark.parametrize("kind", ["resnet", "cgan_nearest", "cgan_palette"])
+@pytest.mark.parametrize("kind", ["resnet", "cgan_nearest", "cgan_palette",
+                                  "cgan_palette_bilinear", "cgan_skip"])
 def test_fp16_upsampling_trunks(kind, runs, tmp_path):
-    """Nearest upsampling exports without ONNX Resize, so the fp16 converter keeps parity."""
+    """Nearest and bilinear upsampling export without ONNX Resize, so the fp16 converter
+    keeps parity."""
     res = export_run(runs[kind], tmp_path, name="half", fp16=True, batches=(1, 3))
     assert max(res.diffs.values()) < FP16_TOL
     ops = {n.op_type for n in onnx.load(str(res.path)).graph.node}

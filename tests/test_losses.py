@@ -18,6 +18,8 @@ from trainer.losses import (
     matching_aware_d_loss,
     mode_seeking_loss,
     r1_penalty,
+    total_variation,
+    tv_excess_loss,
     wrong_tags,
 )
 
@@ -227,6 +229,28 @@ def test_mode_seeking_by_hand():
     assert mode_seeking_loss(fa, fb, za, zb).item() == pytest.approx(1 / (0.25 + 1e-5))
     same = mode_seeking_loss(fa, fa, za, zb)  # identical images for different z: huge
     assert same.item() == pytest.approx(1e5)
+
+
+def test_total_variation_by_hand():
+    x = torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])  # one vertical edge: dx = 1 on 2 of 2 pairs
+    assert total_variation(x).item() == 2  # summed per image
+    assert total_variation(x, "mean").item() == 1  # dy mean 0 + dx mean 1
+    assert total_variation(torch.ones(3, 2, 5, 5), "mean").item() == 0
+
+
+def test_tv_excess_counts_only_detail_beyond_the_real_batch():
+    torch.manual_seed(0)
+    real = torch.zeros(4, 3, 8, 8)
+    real[..., 4:] = 1.0  # flat halves with one edge
+    flat = torch.zeros(4, 3, 8, 8, requires_grad=True)  # flatter than the data: no penalty
+    assert tv_excess_loss(flat, real).item() == 0
+    noisy = (real + 0.3 * torch.randn_like(real)).requires_grad_(True)
+    loss = tv_excess_loss(noisy, real)
+    excess = total_variation(noisy, "mean") - total_variation(real, "mean")
+    assert loss.item() == pytest.approx(excess.item()) and loss.item() > 0
+    loss.backward()  # the gradient smooths the fake: a step against it lowers the excess
+    with torch.no_grad():
+        assert tv_excess_loss(noisy - 0.01 * noisy.grad / noisy.grad.abs().max(), real) < loss
 
 
 def test_r1_on_a_quadratic_critic():

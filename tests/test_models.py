@@ -11,7 +11,7 @@ from torch.nn.utils import parametrize
 
 from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.models import DOutput, build_discriminator, build_generator
-from trainer.models.layers import MinibatchStd, Nearest2x
+from trainer.models.layers import Bilinear2x, MinibatchStd, Nearest2x, bilinear2x
 
 GROUPS = [12, 10]  # hair, eyes: the MLDS / avatar vocabulary
 K = sum(GROUPS)
@@ -322,6 +322,25 @@ def test_nearest_last_resizes_only_the_rgb_layer():
     assert isinstance(G.net.main[-3], Nearest2x)
     x = torch.randn(2, 5, 4, 3)  # the same values as nn.Upsample, without ONNX's Resize
     assert torch.equal(Nearest2x()(x), nn.Upsample(scale_factor=2, mode="nearest")(x))
+    assert G(torch.randn(2, 16), tags_for(2)).shape == (2, 3, 32, 32)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 4, 3), (1, 2, 1, 1), (1, 1, 7, 2)])
+def test_bilinear2x_matches_interpolate(shape):
+    x = torch.randn(*shape)  # same values as F.interpolate, without ONNX's Resize
+    ref = nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(bilinear2x(x), ref)
+
+
+def test_bilinear_last_convolves_at_half_size():
+    cfg = cfg_of("data.size=32", "model.g_ch=8", "model.z_dim=16", "model.cond=projection",
+                 "model.g_palette=6", "model.g_upsample=bilinear_last")
+    G = build_generator(cfg, K)
+    assert isinstance(G.net.main[-1], Bilinear2x)
+    conv = G.net.main[-2]
+    assert isinstance(conv, nn.Conv2d) and conv.out_channels == 6 and conv.kernel_size == (3, 3)
+    half = G.net.main[:-1](torch.randn(2, G.net.main[0].in_channels, 1, 1))
+    assert half.shape == (2, 6, 16, 16)  # the logits conv runs at half size
     assert G(torch.randn(2, 16), tags_for(2)).shape == (2, 3, 32, 32)
 
 

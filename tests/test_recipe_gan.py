@@ -209,6 +209,12 @@ def test_mode_seeking_pairs_share_tags_and_the_term_is_logged():
     assert "ms" not in run_phase(make(*SETUPS["cgan_dense_hinge_sn"]), "G", batch(8))
 
 
+def test_tv_term_is_logged_and_off_by_default():
+    logs = run_phase(make(*SETUPS["cgan_dense_hinge_sn"], "loss.tv=2.0"), "G", batch(8))
+    assert torch.isfinite(logs["tv"]) and logs["tv"] >= 0
+    assert "tv" not in run_phase(make(*SETUPS["cgan_dense_hinge_sn"]), "G", batch(8))
+
+
 def test_joint_batch_scores_real_and_fake_in_one_batchnorm_batch():
     """loss.joint_batch: each phase calls D once on [real; fake] (2B rows), and in train mode
     D's scores of the fakes depend on the reals beside them (shared BatchNorm statistics)."""

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from trainer import translate
 from trainer.config import ConfigError, load_config, to_yaml
 from trainer.data.vocab import Domains, save_vocab
-from trainer.losses import gradient_penalty
+from trainer.losses import gradient_penalty, total_variation
 from trainer.models import build_discriminator, build_generator
 from trainer.models.stargan import (
     ATTENTION_INIT_BIAS,
@@ -31,7 +31,6 @@ from trainer.recipes.stargan import (
     StarGanRecipe,
     domain_classification_loss,
     permuted_targets,
-    total_variation,
 )
 from trainer.runs import EMA_FILE, META_FILE, checkpoint_name, latest_checkpoint
 

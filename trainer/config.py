@@ -59,6 +59,7 @@ class ModelConfig:
     g_output: str = "image"  # StarGAN G output: image (official) | attention (GANimation blend)
     g_upsample: str = "transposed"  # dcgan G: transposed (4x4 stride 2) | nearest (+ 3x3 conv)
     #                                  | nearest_last (resize-conv for the output layer only)
+    #                                  | bilinear_last (output conv at S/2, bilinear 2x)
     g_skip: bool = False  # dcgan G: StyleGAN2 skip outputs (RGB at every scale, summed)
     g_palette: int = 0  # dcgan G: paint pixels from K per-image colours (0 = RGB output)
     hier_z: bool = False  # resnet G: split z over the blocks' conditional BatchNorms (BigGAN)
@@ -76,6 +77,7 @@ class LossConfig:
     feature_matching: float = 0.0  # G: L2 between mean D features of real and fake
     mode_seeking: float = 0.0  # G: MSGAN term against z being ignored (pairs share tags)
     mode_seeking_pool: int = 1  # average-pool images by this factor before the MSGAN distance
+    tv: float = 0.0  # G: weight of the fakes' total variation beyond the real batch's (speckle)
     joint_batch: bool = False  # D scores real and fake images in one forward (one BatchNorm
     # batch, minibatch-std groups within each half); the G phase adds the real batch for that
     lambda_cls: float = 1.0  # StarGAN domain classification
@@ -282,7 +284,7 @@ def validate(cfg: TrainConfig) -> None:
     if not 0.0 <= cfg.model.d_dropout < 1.0:
         raise ConfigError(f"model.d_dropout={cfg.model.d_dropout}: expected 0 <= p < 1")
     for key in ("loss.gp", "loss.clip", "loss.lambda_cls", "loss.lambda_rec",
-                "loss.lambda_mask", "loss.lambda_mask_tv", "loss.r1"):
+                "loss.lambda_mask", "loss.lambda_mask_tv", "loss.r1", "loss.tv"):
         if _get(cfg, key) < 0:
             raise ConfigError(f"{key}={_get(cfg, key)}: must be >= 0")
     if (cfg.loss.lambda_mask or cfg.loss.lambda_mask_tv) and cfg.model.g_output != "attention":

@@ -22,7 +22,15 @@ import math
 import torch
 from torch import nn
 
-from trainer.models.layers import Nearest2x, PaletteOutput, dcgan_init, maybe_sn, norm2d
+from trainer.models.layers import (
+    Bilinear2x,
+    Nearest2x,
+    PaletteOutput,
+    bilinear2x,
+    dcgan_init,
+    maybe_sn,
+    norm2d,
+)
 
 
 def n_stride2(image_size: int) -> int:
@@ -42,12 +50,20 @@ def _resize_conv(c_in: int, c_out: int) -> list[nn.Module]:
     return [Nearest2x(), nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False)]
 
 
+def _conv_bilinear(c_in: int, c_out: int) -> list[nn.Module]:
+    """3x3 conv at the lower resolution, then bilinear 2x: a quarter of the conv's FLOPs,
+    and an output that cannot change from one pixel to the next (with a palette, no
+    isolated pixels of another colour; written as RGB it is blurred)."""
+    return [nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False), Bilinear2x()]
+
+
 # model.g_upsample -> how the DCGAN generator doubles the resolution: a pair
 # (every layer but the last, the last layer, which writes the pixels)
 UPSAMPLE = {
     "transposed": (_transposed, _transposed),
     "nearest": (_resize_conv, _resize_conv),
     "nearest_last": (_transposed, _resize_conv),  # no checkerboard in the pixels, ~same cost
+    "bilinear_last": (_transposed, _conv_bilinear),  # smooth logits for the palette output
 }
 
 
@@ -110,13 +126,9 @@ class DCGANGenerator(nn.Module):
             x = layer(x)
             if i in self.taps:  # [B, c, h, h] -> RGB at h, plus the coarser ones upsampled
                 r = self.to_rgb[t](x)
-                rgb = r if rgb is None else _up2(rgb) + r
+                rgb = r if rgb is None else bilinear2x(rgb) + r
                 t += 1
-        return torch.tanh(_up2(rgb) + x)  # x: the last layer's full-size detail [B, 3, S, S]
-
-
-def _up2(x: torch.Tensor) -> torch.Tensor:
-    return nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        return torch.tanh(bilinear2x(rgb) + x)  # x: the last layer's full-size detail [B, 3, S, S]
 
 
 class ML2020Generator(nn.Module):

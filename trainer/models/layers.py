@@ -123,11 +123,38 @@ def nearest2x(x: torch.Tensor) -> torch.Tensor:
     return x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
 
 
+def bilinear2x(x: torch.Tensor) -> torch.Tensor:
+    """Bilinear 2x upsampling by weighted neighbours: [B, C, H, W] -> [B, C, 2H, 2W].
+
+    The same values as ``F.interpolate(x, scale_factor=2, mode="bilinear",
+    align_corners=False)`` (each output pixel 3/4 of its nearest input and 1/4 of
+    the next one, edges replicated), built from pads, slices and reshapes so that
+    the export has no Resize either (see ``nearest2x``).
+    """
+    def up(t: torch.Tensor, dim: int) -> torch.Tensor:  # double one spatial axis
+        n = t.shape[dim]
+        prev = torch.cat([t.narrow(dim, 0, 1), t.narrow(dim, 0, n - 1)], dim)
+        nxt = torch.cat([t.narrow(dim, 1, n - 1), t.narrow(dim, n - 1, 1)], dim)
+        even, odd = 0.75 * t + 0.25 * prev, 0.75 * t + 0.25 * nxt
+        shape = list(t.shape)
+        shape[dim] = 2 * n
+        return torch.stack([even, odd], dim + 1).reshape(shape)
+
+    return up(up(x, 2), 3)
+
+
 class Nearest2x(nn.Module):
     """``nearest2x`` as a layer, for ``nn.Sequential`` trunks."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nearest2x(x)
+
+
+class Bilinear2x(nn.Module):
+    """``bilinear2x`` as a layer, for ``nn.Sequential`` trunks."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return bilinear2x(x)
 
 
 class PaletteOutput(nn.Module):

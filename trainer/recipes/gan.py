@@ -37,6 +37,7 @@ from trainer.losses import (
     l1_loss,
     matching_aware_d_loss,
     mode_seeking_loss,
+    tv_excess_loss,
     wrong_tags,
 )
 from trainer.models import build_discriminator, build_generator, is_conditional
@@ -120,7 +121,8 @@ class GanRecipe(Recipe):
         return lazy_r1(self.cfg, lambda x: forward(x, tags).score, real)
 
     def g_step(self, batch: Batch) -> StepResult:
-        """G makes D call its fakes real; plus ACGAN, L1 and feature-matching terms if set."""
+        """G makes D call its fakes real; plus ACGAN, L1, TV, mode-seeking and feature-matching
+        terms if set."""
         G, D, lc = self.models["G"], self.models["D"], self.cfg.loss
         real, labels, tags = self._inputs(batch)
         half = real.shape[0] // 2 if lc.mode_seeking > 0 and tags is not None else 0
@@ -146,6 +148,10 @@ class GanRecipe(Recipe):
             l1 = l1_loss(fake, real)
             loss = loss + lc.l1 * l1
             logs["l1"] = l1.detach()
+        if lc.tv > 0:
+            tv = tv_excess_loss(fake, real)
+            loss = loss + lc.tv * tv
+            logs["tv"] = tv.detach()
         if half:
             ms = mode_seeking_loss(fake[:half], fake[half:2 * half], z[:half], z[half:2 * half],
                                    pool=lc.mode_seeking_pool)

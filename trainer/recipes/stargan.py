@@ -29,7 +29,7 @@ from torch import nn
 
 from trainer.config import ConfigError, TrainConfig
 from trainer.data.vocab import Domains
-from trainer.losses import ADVERSARIAL, gradient_penalty, l1_loss
+from trainer.losses import ADVERSARIAL, gradient_penalty, l1_loss, total_variation
 from trainer.models import build_discriminator
 from trainer.models.stargan import build_stargan_generator
 from trainer.modes import eval_mode, fp32
@@ -41,14 +41,6 @@ def domain_classification_loss(logits: torch.Tensor, target: torch.Tensor) -> to
     """Official StarGAN: BCE with logits, summed over domains, mean over the batch (fp32)."""
     return F.binary_cross_entropy_with_logits(logits.float(), target.float(),
                                               reduction="sum") / logits.shape[0]
-
-
-def total_variation(x: torch.Tensor) -> torch.Tensor:
-    """GANimation's smoothness term: summed absolute neighbour differences per image
-    (GANimation sums over the batch too; per image keeps the weight batch-independent)."""
-    x = x.float()
-    return ((x[..., 1:, :] - x[..., :-1, :]).abs().sum()
-            + (x[..., :, 1:] - x[..., :, :-1]).abs().sum()) / x.shape[0]
 
 
 def domain_accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
