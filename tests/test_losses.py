@@ -236,6 +236,8 @@ def test_total_variation_by_hand():
     assert total_variation(x).item() == 2  # summed per image
     assert total_variation(x, "mean").item() == 1  # dy mean 0 + dx mean 1
     assert total_variation(torch.ones(3, 2, 5, 5), "mean").item() == 0
+    with pytest.raises(ValueError, match="reduction='max'"):
+        total_variation(x, "max")
 
 
 def test_tv_excess_counts_only_detail_beyond_the_real_batch():

@@ -128,8 +128,8 @@ def bilinear2x(x: torch.Tensor) -> torch.Tensor:
 
     The same values as ``F.interpolate(x, scale_factor=2, mode="bilinear",
     align_corners=False)`` (each output pixel 3/4 of its nearest input and 1/4 of
-    the next one, edges replicated), built from pads, slices and reshapes so that
-    the export has no Resize either (see ``nearest2x``).
+    the next one, edges replicated), built from slices, concatenations and reshapes
+    so that the export has no Resize either (see ``nearest2x``).
     """
     def up(t: torch.Tensor, dim: int) -> torch.Tensor:  # double one spatial axis
         n = t.shape[dim]
