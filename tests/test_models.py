@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -11,7 +12,7 @@ from torch.nn.utils import parametrize
 
 from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.models import DOutput, build_discriminator, build_generator
-from trainer.models.layers import Bilinear2x, MinibatchStd, Nearest2x, bilinear2x
+from trainer.models.layers import Bilinear2x, MinibatchStd, NearestConv2x, bilinear2x, nearest2x
 
 GROUPS = [12, 10]  # hair, eyes: the MLDS / avatar vocabulary
 K = sum(GROUPS)
@@ -317,12 +318,42 @@ def test_nearest_last_resizes_only_the_rgb_layer():
                  "model.g_upsample=nearest_last")
     G = build_generator(cfg, K)
     convs = [m for m in G.net.main if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-    assert [type(m) for m in convs] == [nn.ConvTranspose2d] * 3 + [nn.Conv2d]  # 4 -> 8 -> 16 | 32
+    assert [type(m) for m in convs] == [nn.ConvTranspose2d] * 3 + [NearestConv2x]  # 4 -> 8 -> 16 | 32
     assert convs[-1].out_channels == 3 and convs[-1].kernel_size == (3, 3)
-    assert isinstance(G.net.main[-3], Nearest2x)
     x = torch.randn(2, 5, 4, 3)  # the same values as nn.Upsample, without ONNX's Resize
-    assert torch.equal(Nearest2x()(x), nn.Upsample(scale_factor=2, mode="nearest")(x))
+    assert torch.equal(nearest2x(x), nn.Upsample(scale_factor=2, mode="nearest")(x))
     assert G(torch.randn(2, 16), tags_for(2)).shape == (2, 3, 32, 32)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("hw", [(4, 3), (1, 1), (7, 2)])
+def test_nearest_conv2x_is_upsample_then_conv(bias, hw):
+    torch.manual_seed(0)  # the folded transposed conv against the two layers it replaces
+    fused = NearestConv2x(4, 5, bias=bias)
+    ref = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(4, 5, 3, 1, 1, bias=bias))
+    ref[1].load_state_dict(fused.state_dict())
+    x = torch.randn(2, 4, *hw, requires_grad=True)
+    y, y_ref = fused(x), ref(x)
+    assert y.shape == (2, 5, 2 * hw[0], 2 * hw[1])
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(y)  # and the same gradients, to the input and to the 3x3 weight
+    for a, b in zip(torch.autograd.grad(y, (x, fused.weight), g),
+                    torch.autograd.grad(y_ref, (x, ref[1].weight), g), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_nearest_last_loads_a_two_layer_checkpoint():
+    """Weights saved with the old [Nearest2x, Conv2d] last layer load and draw the same images."""
+    cfg = cfg_of("data.size=32", "model.g_ch=8", "model.z_dim=16", "model.cond=projection",
+                 "model.g_upsample=nearest_last")
+    main = build_generator(cfg, K).net.main.eval()  # [..., upsample slot, 3x3 conv, Tanh]
+    old = copy.deepcopy(main)
+    conv = nn.Conv2d(main[-2].in_channels, 3, 3, 1, 1, bias=False)
+    nn.init.normal_(conv.weight, 0.0, 0.1)
+    old[-3], old[-2] = nn.Upsample(scale_factor=2, mode="nearest"), conv
+    main.load_state_dict(old.state_dict())  # strict: the parameter names match
+    x = torch.randn(2, main[0].in_channels, 1, 1)
+    torch.testing.assert_close(main(x), old(x), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 4, 3), (1, 2, 1, 1), (1, 1, 7, 2)])

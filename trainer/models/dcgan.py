@@ -24,7 +24,7 @@ from torch import nn
 
 from trainer.models.layers import (
     Bilinear2x,
-    Nearest2x,
+    NearestConv2x,
     PaletteOutput,
     bilinear2x,
     dcgan_init,
@@ -46,8 +46,12 @@ def _transposed(c_in: int, c_out: int) -> list[nn.Module]:
 
 
 def _resize_conv(c_in: int, c_out: int) -> list[nn.Module]:
-    """Nearest 2x upsampling + 3x3 conv (Odena et al. 2016): no checkerboard pattern."""
-    return [Nearest2x(), nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False)]
+    """Nearest 2x upsampling + 3x3 conv (Odena et al. 2016): no checkerboard pattern.
+
+    Run as one folded transposed conv (``NearestConv2x``); the Identity keeps the
+    parameter names of the two-layer form, so checkpoints saved with it still load.
+    """
+    return [nn.Identity(), NearestConv2x(c_in, c_out)]
 
 
 def _conv_bilinear(c_in: int, c_out: int) -> list[nn.Module]:
@@ -71,7 +75,8 @@ class DCGANGenerator(nn.Module):
     """pytorch/examples netG: [B, in_dim] -> [B, 3, S, S] in [-1, 1].
 
     ``upsample="nearest"`` replaces each 4x4 stride-2 transposed conv by a nearest
-    2x upsample and a 3x3 conv (2.25x the FLOPs of that layer, no checkerboard grain).
+    2x upsample and a 3x3 conv (no checkerboard grain; run as a folded 4x4 transposed
+    conv, ``NearestConv2x``, so at the transposed conv's cost).
     ``skip=True`` adds StyleGAN2's skip outputs: a 1x1 conv to RGB after every block
     below full size, each bilinearly upsampled and summed with the next, the last
     layer adding only the full-size detail. Colour and layout then come from the

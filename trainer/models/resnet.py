@@ -5,7 +5,9 @@ then ``n`` residual up-blocks to the image size, BatchNorm -> ReLU -> 3x3 conv
 -> tanh. Each up-block is cBN -> ReLU -> nearest 2x upsample -> 3x3 conv ->
 cBN -> ReLU -> 3x3 conv, plus a 1x1-conv shortcut: upsampling before a 3x3
 conv gives no checkerboard grain (Odena et al. 2016), unlike 4x4 stride-2
-transposed convolutions. Channels halve on the way up as in the DCGAN trunk,
+transposed convolutions. The upsample and the first conv run as one folded
+transposed conv (``NearestConv2x``), and the shortcut's 1x1 conv runs before
+its upsample (the same values, a quarter of the work). Channels halve on the way up as in the DCGAN trunk,
 and never drop below ``ch``.
 
 Conditional BatchNorm (de Vries et al. 2017; Miyato & Koyama 2018): the
@@ -37,7 +39,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from trainer.models.dcgan import n_stride2
-from trainer.models.layers import maybe_sn, nearest2x
+from trainer.models.layers import NearestConv2x, maybe_sn, nearest2x
 
 
 def _init(module: nn.Module) -> None:
@@ -79,15 +81,15 @@ class UpBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, cond_dim: int):
         super().__init__()
         self.bn1 = ConditionalBatchNorm2d(c_in, cond_dim)
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, 1, 1)
+        self.conv1 = NearestConv2x(c_in, c_out, bias=True)  # nearest 2x, then this 3x3 conv
         self.bn2 = ConditionalBatchNorm2d(c_out, cond_dim)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1)
         self.skip = nn.Conv2d(c_in, c_out, 1, 1, 0)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-        h = nearest2x(F.relu(self.bn1(x, c)))
-        h = self.conv2(F.relu(self.bn2(self.conv1(h), c)))
-        return h + self.skip(nearest2x(x))
+        h = self.conv1(F.relu(self.bn1(x, c)))  # upsamples
+        h = self.conv2(F.relu(self.bn2(h, c)))
+        return h + nearest2x(self.skip(x))  # a 1x1 conv commutes with nearest upsampling
 
 
 class ResNetGenerator(nn.Module):
