@@ -122,9 +122,10 @@ def test_model_costs_tiny(tmp_path: Path) -> None:
     rows = {r["trunk"]: r for r in json.loads(out.read_text())["results"]}
     for r in rows.values():
         positive(r, "g_params_m", "d_params_m", "g_gflop", "d_gflop")
-    # resize-conv upsampling costs more than the transposed convs it replaces
+    # resize-conv upsampling runs as a folded 4x4 transposed conv (NearestConv2x): the
+    # FLOPs of the transposed convs it replaces, not the 2.25x of upsample + 3x3 conv
     assert (rows["dcgan + nearest, width 32 (g_upsample=nearest)"]["g_gflop"]
-            > rows["dcgan, width 32 (cgan_avatars_rgb, cgan_avatars_dcgan)"]["g_gflop"])
+            == pytest.approx(rows["dcgan, width 32 (cgan_avatars_rgb, cgan_avatars_dcgan)"]["g_gflop"]))
     # the palette layer writes 16 logits per pixel instead of 3 colours
     assert (rows["dcgan + palette 16, nearest_last, width 32 (cgan_avatars)"]["g_gflop"]
             > rows["dcgan, width 32 (cgan_avatars_rgb, cgan_avatars_dcgan)"]["g_gflop"])
