@@ -162,7 +162,7 @@ class NearestConv2x(nn.Conv2d):
 
     Computed as the equal 4x4 stride-2 transposed conv on the small input, its
     kernel folded from the 3x3 weight on every call (``_fold_nearest``): the same
-    function and parameters as ``Nearest2x`` + ``nn.Conv2d(c_in, c_out, 3, 1, 1)``,
+    function and parameters as ``nearest2x`` then ``nn.Conv2d(c_in, c_out, 3, 1, 1)``,
     at 16/36 of the multiply-adds and without the upsampled copy, whose backward
     (a sum over the expanded pixels) cost more than the convolution on a CPU.
     Checkerboard-free like the two-layer form: the folded kernel gives every

@@ -7,8 +7,8 @@ cBN -> ReLU -> 3x3 conv, plus a 1x1-conv shortcut: upsampling before a 3x3
 conv gives no checkerboard grain (Odena et al. 2016), unlike 4x4 stride-2
 transposed convolutions. The upsample and the first conv run as one folded
 transposed conv (``NearestConv2x``), and the shortcut's 1x1 conv runs before
-its upsample (the same values, a quarter of the work). Channels halve on the way up as in the DCGAN trunk,
-and never drop below ``ch``.
+its upsample (the same values, a quarter of the work). Channels halve on the
+way up as in the DCGAN trunk, and never drop below ``ch``.
 
 Conditional BatchNorm (de Vries et al. 2017; Miyato & Koyama 2018): the
 normalised features are scaled by ``1 + gain(c)`` and shifted by ``bias(c)``,
