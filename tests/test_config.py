@@ -89,3 +89,22 @@ def test_unquoted_no_means_no(tmp_path):
     path.write_text("mixed_precision: no\n")
     assert load_config(str(path)).mixed_precision == "no"
     assert load_config(None, ["data.path=no"]).data.path == "no"
+
+
+@pytest.mark.parametrize("preset, override, option", [
+    ("stargan_avatars", "loss.tv=0.5", r"loss\.tv=0\.5"),
+    ("stargan_avatars", "loss.mode_seeking=1.0", r"loss\.mode_seeking=1\.0"),
+    ("stargan_avatars", "loss.l1=1.0", r"loss\.l1=1\.0"),
+    ("cgan_avatars", "loss.lambda_rec=5.0", r"loss\.lambda_rec=5\.0"),
+])
+def test_loss_option_the_recipe_ignores_is_refused(preset, override, option):
+    """A loss option the chosen recipe never reads is an error, not a silent no-op."""
+    with pytest.raises(ConfigError, match=option + r".*recipe=\w+ does not use"):
+        load_config(preset, [override])
+
+
+def test_loss_options_each_recipe_reads_are_accepted():
+    assert load_config("stargan_avatars", ["loss.r1=1.0", "loss.lambda_cls=2.0"]).loss.r1 == 1.0
+    assert load_config("cgan_avatars", ["loss.tv=0.5", "loss.r1=1.0"]).loss.tv == 0.5
+    # the option's default value is no setting at all, whatever the recipe
+    assert load_config("stargan_avatars", ["loss.tv=0.0"]).loss.tv == 0.0

@@ -10,7 +10,9 @@ StarGAN?" about:
 - ``generator`` / ``discriminator`` / ``recipe``: its networks and training recipe;
 - ``graph``: what its exported ONNX generator takes and gives;
 - ``evaluation``: the module with its metrics (``probe``, ``evaluate``,
-  ``during_training``; trainer/evaluate/pipeline.py calls them).
+  ``during_training``; trainer/evaluate/pipeline.py calls them);
+- ``loss_keys``: the ``loss.*`` options its recipe reads; setting any other one is a
+  ConfigError instead of a silently ignored option.
 
 Adding a family is one entry in ``FAMILIES`` plus its recipe and models. The
 entries import their code when called, so reading the registry stays cheap.
@@ -19,10 +21,10 @@ entries import their code when called, so reading the registry stays cheap.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from trainer.config import ConfigError, TrainConfig
+from trainer.config import ConfigError, LossConfig, TrainConfig
 
 if TYPE_CHECKING:
     from torch import nn
@@ -55,6 +57,7 @@ class Family:
     recipe: Callable[[TrainConfig, Labels, int], Recipe]  # (cfg, labels, image size)
     graph: Callable[[TrainConfig, Labels], GraphIO]  # ConfigError if the labels do not fit
     evaluation: str  # module with probe(), evaluate(), during_training()
+    loss_keys: tuple[str, ...] = ()  # the ``loss.*`` options its recipe reads
 
     def archs(self) -> tuple[str, ...]:
         """The ``model.arch`` values of this family."""
@@ -181,15 +184,21 @@ def _stargan_recipe(cfg: TrainConfig, labels: Labels, image_size: int) -> Recipe
     return StarGanRecipe(cfg, labels, image_size)
 
 
+# loss.* options each recipe reads (trainer/recipes/gan.py, stargan.py, common.py's lazy R1)
+_SHARED_LOSS = ("adv", "gp", "r1", "r1_every")
+_GAN_LOSS = (*_SHARED_LOSS, "clip", "matching_aware", "wrong_weight", "aux", "l1",
+             "feature_matching", "mode_seeking", "mode_seeking_pool", "tv", "joint_batch")
+_STARGAN_LOSS = (*_SHARED_LOSS, "lambda_cls", "lambda_rec", "lambda_mask", "lambda_mask_tv")
+
 FAMILIES: dict[str, Family] = {
     "gan": Family("gan", _gan_choices, _gan_accepts, _gan_labels,
                   lambda labels: 0 if labels is None else labels.n_tags,
                   _gan_generator, _gan_discriminator, _gan_recipe, _gan_graph,
-                  "trainer.evaluate.gan_metrics"),
+                  "trainer.evaluate.gan_metrics", _GAN_LOSS),
     "stargan": Family("stargan", _stargan_choices, _stargan_accepts, _stargan_labels,
                       lambda labels: 0 if labels is None else labels.n_domains,
                       _stargan_generator, _stargan_discriminator, _stargan_recipe,
-                      _stargan_graph, "trainer.evaluate.stargan_metrics"),
+                      _stargan_graph, "trainer.evaluate.stargan_metrics", _STARGAN_LOSS),
 }
 
 
@@ -216,10 +225,19 @@ def family_choices() -> dict[str, tuple[str, ...]]:
 
 
 def check_family(cfg: TrainConfig) -> None:
-    """ConfigError unless ``model.arch`` belongs to the family ``recipe`` names."""
+    """ConfigError unless ``model.arch`` belongs to the family ``recipe`` names and every
+    ``loss.*`` option set away from its default is one that family's recipe reads."""
     family = family_of(cfg)
-    if cfg.model.arch in family.archs():
-        return
-    owner = next((f.name for f in FAMILIES.values() if cfg.model.arch in f.archs()), "?")
-    raise ConfigError(f"model.arch={cfg.model.arch!r} needs recipe={owner}; recipe="
-                      f"{cfg.recipe} takes model.arch {', '.join(family.archs())}")
+    if cfg.model.arch not in family.archs():
+        owner = next((f.name for f in FAMILIES.values() if cfg.model.arch in f.archs()), "?")
+        raise ConfigError(f"model.arch={cfg.model.arch!r} needs recipe={owner}; recipe="
+                          f"{cfg.recipe} takes model.arch {', '.join(family.archs())}")
+    defaults = LossConfig()
+    for f in fields(LossConfig):
+        value = getattr(cfg.loss, f.name)
+        if f.name in family.loss_keys or value == getattr(defaults, f.name):
+            continue
+        users = [g.name for g in FAMILIES.values() if f.name in g.loss_keys]
+        raise ConfigError(f"loss.{f.name}={value}: recipe={cfg.recipe} does not use this option "
+                          f"(recipe={' / '.join(users) or '?'} does); remove it or set it to "
+                          f"its default {getattr(defaults, f.name)}")
