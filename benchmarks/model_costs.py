@@ -22,7 +22,10 @@ TRUNKS: dict[str, list[str]] = {
     "dcgan, width 64 (pytorch/examples)": ["model.arch=dcgan", "model.g_ch=64", "model.d_ch=64"],
     "dcgan, width 32 (cgan_avatars_rgb, cgan_avatars_dcgan)": ["model.arch=dcgan",
                                                                "model.g_ch=32", "model.d_ch=32"],
-    "dcgan + palette 16, nearest_last, width 32 (cgan_avatars)": [
+    "dcgan + palette 16, nearest, width 32 (cgan_avatars)": [
+        "model.arch=dcgan", "model.g_ch=32", "model.d_ch=32", "model.g_palette=16",
+        "model.g_upsample=nearest"],
+    "dcgan + palette 16, nearest_last, width 32": [
         "model.arch=dcgan", "model.g_ch=32", "model.d_ch=32", "model.g_palette=16",
         "model.g_upsample=nearest_last"],
     "dcgan + palette 16, bilinear_last, width 32": [
