@@ -25,7 +25,7 @@ TRUNKS: dict[str, list[str]] = {
     "dcgan + palette 16, nearest, width 32 (cgan_avatars)": [
         "model.arch=dcgan", "model.g_ch=32", "model.d_ch=32", "model.g_palette=16",
         "model.g_upsample=nearest"],
-    "dcgan + palette 16, nearest_last, width 32": [
+    "dcgan + palette 16, nearest_last, width 32 (cgan_avatars_nearest_last)": [
         "model.arch=dcgan", "model.g_ch=32", "model.d_ch=32", "model.g_palette=16",
         "model.g_upsample=nearest_last"],
     "dcgan + palette 16, bilinear_last, width 32": [
