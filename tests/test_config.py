@@ -108,3 +108,14 @@ def test_loss_options_each_recipe_reads_are_accepted():
     assert load_config("cgan_avatars", ["loss.tv=0.5", "loss.r1=1.0"]).loss.tv == 0.5
     # the option's default value is no setting at all, whatever the recipe
     assert load_config("stargan_avatars", ["loss.tv=0.0"]).loss.tv == 0.0
+
+
+def test_every_loss_option_belongs_to_a_recipe():
+    """A new loss.* field must be listed in some family's loss_keys, or no recipe could set it."""
+    from dataclasses import fields
+
+    from trainer.config import LossConfig
+    from trainer.families import FAMILIES
+
+    listed = set().union(*(f.loss_keys for f in FAMILIES.values()))
+    assert {f.name for f in fields(LossConfig)} <= listed
