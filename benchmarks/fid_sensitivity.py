@@ -7,8 +7,9 @@ A generator's FID means little without a scale. This scores a second, disjoint
 sample of real images (the real-vs-real floor that ``trainer.evaluate`` reports)
 after small known degradations against the same first sample that a generator is
 compared with, with the same features, resize and cache as ``trainer.evaluate``:
-a 3x3 binomial blur, Gaussian pixel noise of 2, 4 and 8 levels out of 255, and a
-2x bilinear down- and upsampling. Each row also shows the grain ratio (mean
+a 3x3 binomial blur, Gaussian pixel noise of 2, 4 and 8 levels out of 255, a
+2x bilinear down- and upsampling, and 16 colours per image (what a palette
+generator with K = 16 that picks one colour per pixel can at best draw). Each row also shows the grain ratio (mean
 |Laplacian| over the real images', as the evaluation reports it), so a generator's
 grain can be read against the FID that noise alone costs on this data.
 """
@@ -55,6 +56,21 @@ def down_up(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return _u8(F.interpolate(y, size=s, mode="bilinear", align_corners=False))
 
 
+def colours(k: int) -> Degrade:
+    """Each image reduced to ``k`` colours (PIL median cut, no dithering)."""
+    def reduce(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        import numpy as np
+        from PIL import Image
+
+        out = torch.empty_like(x)
+        for i, im in enumerate(x):
+            pil = Image.fromarray(im.permute(1, 2, 0).numpy())
+            q = pil.quantize(colors=k, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+            out[i] = torch.from_numpy(np.array(q.convert("RGB"))).permute(2, 0, 1)
+        return out
+    return reduce
+
+
 DEGRADATIONS: dict[str, Degrade] = {
     "none (real vs real)": lambda x, g: x,
     "3x3 binomial blur": blur,
@@ -62,6 +78,7 @@ DEGRADATIONS: dict[str, Degrade] = {
     "noise 4/255": noise(4),
     "noise 8/255": noise(8),
     "2x down and up": down_up,
+    "16 colours per image": colours(16),
 }
 
 

@@ -137,9 +137,21 @@ def test_model_costs_tiny(tmp_path: Path) -> None:
 def test_fid_sensitivity_tiny(tmp_path: Path) -> None:
     report = run_tiny("fid_sensitivity", tmp_path)
     rows = {r["degradation"]: r for r in report["results"]}
-    assert {"none (real vs real)", "3x3 binomial blur", "noise 4/255", "2x down and up"} <= set(rows)
+    assert {"none (real vs real)", "3x3 binomial blur", "noise 4/255", "2x down and up",
+            "16 colours per image"} <= set(rows)
     for r in rows.values():
         assert math.isfinite(r["fid"]) and r["fid"] >= 0 and r["n_b"] == 16
     assert rows["none (real vs real)"]["grain_ratio"] == 1.0
     assert rows["3x3 binomial blur"]["grain_ratio"] < 1 < rows["noise 8/255"]["grain_ratio"]
     assert rows["noise 2/255"]["grain_ratio"] < rows["noise 8/255"]["grain_ratio"]
+
+
+def test_palette_picks_tiny(tmp_path: Path) -> None:
+    report = run_tiny("palette_picks", tmp_path)
+    rows = {r["pick"]: r for r in report["results"]}
+    assert set(rows) == {"soft", "hard", "vote", "vote_lines"}
+    for r in rows.values():
+        assert math.isfinite(r["fid"]) and r["fid"] >= 0 and r["n"] == 16
+    # an untrained G mixes its colours to a near-flat grey; a pick paints one per pixel
+    assert rows["soft"]["grain_ratio"] < rows["hard"]["grain_ratio"]
+    assert rows["vote"]["grain_ratio"] < rows["hard"]["grain_ratio"]  # the vote removes specks

@@ -90,6 +90,26 @@ def test_bad_input_names_the_problem(cgan_run, tmp_path, capsys):
     assert main(["compare", str(tmp_path / "nope"), "--out", str(tmp_path / "c")]) == 2
 
 
+@pytest.mark.slow
+def test_palette_pick_is_an_evaluation_option(cgan_run, avatar_dir, tmp_path, capsys):
+    """--palette-pick samples the same checkpoint with another pick; a run without a
+    palette output refuses it, naming the option."""
+    common = ["--run", str(cgan_run), *QUICK, "--no-fid", "--cache-dir", str(tmp_path / "cache")]
+    grains = {}
+    for pick in ("soft", "vote"):
+        out = tmp_path / pick
+        assert main([*common, "--palette-pick", pick, "--out", str(out)]) == 0
+        m = json.loads((out / "metrics.json").read_text())
+        assert m["options"]["palette_pick"] == pick
+        grains[pick] = m["spread"]["grain_fake"]
+    # an untrained G mixes its colours to a near-flat grey; voting paints one per pixel
+    assert grains["vote"] > 10 * grains["soft"]
+    rgb = make_run(tmp_path / "rgb", "cgan_avatars_rgb", avatar_dir,
+                   ["model.g_ch=16", "model.d_ch=16"])
+    assert main(["--run", str(rgb), *QUICK, "--no-fid", "--palette-pick", "hard"]) == 2
+    assert "--palette-pick hard" in capsys.readouterr().err
+
+
 def test_during_training_is_cheap_and_leaves_state(cgan_run, avatar_dir, tmp_path):
     loaded = load_generator(cgan_run)
     G = loaded.model.train()

@@ -27,9 +27,11 @@ from export.__main__ import main as export_main
 from export.onnx_export import (
     FP16_TOL,
     FP32_TOL,
+    PICK_FLIP_LIMIT,
     ExportError,
     export_generator,
     export_run,
+    parity_ok,
 )
 from export.runtime import InputError, load_model
 from trainer import __version__
@@ -55,6 +57,8 @@ KINDS: dict[str, tuple[list[str], Vocab | Domains | None]] = {
     "cgan_skip": ([*SMALL, "model.cond=projection", "model.g_skip=true"], mlds_vocab()),
     "cgan_palette": ([*SMALL, "model.cond=projection", "model.g_palette=6",
                       "model.g_upsample=nearest_last"], mlds_vocab()),
+    "cgan_palette_hard": ([*SMALL, "model.cond=projection", "model.g_palette=6",
+                           "model.g_upsample=nearest", "model.g_palette_pick=vote"], mlds_vocab()),
     "cgan_palette_bilinear": ([*SMALL, "model.cond=projection", "model.g_palette=6",
                                "model.g_upsample=bilinear_last"], mlds_vocab()),
     "stargan": ([*SMALL_STARGAN, "model.norm_stats=running"], DOMAINS),
@@ -209,7 +213,7 @@ def test_fp16(runs, exported, tmp_path):
     assert m.generate("blue hair red eyes", n=2, seed=0).shape == (2, 32, 32, 3)
 
 
-@pytest.mark.parametrize("kind", ["resnet", "cgan_nearest", "cgan_palette",
+@pytest.mark.parametrize("kind", ["resnet", "cgan_nearest", "cgan_palette", "cgan_palette_hard",
                                   "cgan_palette_bilinear", "cgan_skip"])
 def test_fp16_upsampling_trunks(kind, runs, tmp_path):
     """Nearest and bilinear upsampling export without ONNX Resize, so the fp16 converter
@@ -218,6 +222,17 @@ def test_fp16_upsampling_trunks(kind, runs, tmp_path):
     assert max(res.diffs.values()) < FP16_TOL
     ops = {n.op_type for n in onnx.load(str(res.path)).graph.node}
     assert "Resize" not in ops
+
+
+def test_picked_colours_may_flip_only_at_near_ties(runs, exported):
+    """A vote/hard palette graph: fp32 matches PyTorch pixel for pixel; the parity rule
+    allows a few pixels to pick another colour (float16 near ties), not more."""
+    res = exported["cgan_palette_hard"]
+    assert res.metadata["palette_pick"] == "vote" and set(res.flipped.values()) == {0.0}
+    assert "palette_pick" not in exported["cgan"].metadata
+    assert parity_ok({1: 1e-5}, FP32_TOL, {1: PICK_FLIP_LIMIT / 2})
+    assert not parity_ok({1: 1e-5}, FP32_TOL, {1: 2 * PICK_FLIP_LIMIT})
+    assert not parity_ok({1: float("nan")}, FP32_TOL, {1: 0.0})
 
 
 def test_cli(runs, tmp_path):

@@ -12,7 +12,15 @@ from torch.nn.utils import parametrize
 
 from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.models import DOutput, build_discriminator, build_generator
-from trainer.models.layers import Bilinear2x, MinibatchStd, NearestConv2x, bilinear2x, nearest2x
+from trainer.models.layers import (
+    Bilinear2x,
+    MinibatchStd,
+    NearestConv2x,
+    PaletteOutput,
+    bilinear2x,
+    most_likely,
+    nearest2x,
+)
 
 GROUPS = [12, 10]  # hair, eyes: the MLDS / avatar vocabulary
 K = sum(GROUPS)
@@ -426,7 +434,68 @@ def test_palette_generator_paints_from_its_own_colours():
     assert G.net.palette.colours[0].weight.grad.abs().sum() > 0
 
 
+def test_palette_picks_the_most_likely_colour_when_asked():
+    """pick=hard: softmax mix in training (every colour gets a gradient), exactly one
+    palette colour per pixel when sampling."""
+    torch.manual_seed(0)
+    h, logits = torch.randn(2, 8), torch.randn(2, 4, 6, 6)
+    hard = PaletteOutput(8, 4, pick="hard")
+    pal = hard.colours(h).reshape(2, 4, 3)
+    picked = pal[torch.arange(2)[:, None, None], logits.argmax(1)].permute(0, 3, 1, 2)
+    lg = logits.clone().requires_grad_(True)
+    soft_train = hard.train()(lg, h)
+    soft_train.square().sum().backward()
+    assert lg.grad is not None and lg.grad.abs().sum() > 0  # training mixes: the logits learn
+    soft_train = soft_train.detach()
+    assert not torch.allclose(soft_train, picked, atol=1e-3)
+    with torch.no_grad():
+        assert torch.allclose(hard.eval()(logits, h), picked, atol=1e-6)
+        soft = PaletteOutput(8, 4, pick="soft")
+        soft.load_state_dict(hard.state_dict())
+        assert torch.equal(soft.eval()(logits, h), soft_train)  # soft: the same in both modes
+    # an exact tie shares the weight (no pixel is left without a colour)
+    w = most_likely(torch.tensor([[1.0, 3.0, 3.0, 0.0]]))
+    assert torch.equal(w, torch.tensor([[0.0, 0.5, 0.5, 0.0]]))
+
+
+def test_palette_vote_removes_isolated_pixels_and_keeps_regions():
+    """pick=vote: each pixel takes the colour most likely over its 3x3 neighbourhood."""
+    h = torch.randn(1, 8)
+    vote = PaletteOutput(8, 3, pick="vote").eval()
+    pal = vote.colours(h).reshape(3, 3)
+    logits = torch.zeros(1, 3, 8, 8)
+    logits[0, 0] = 1.0  # colour 0 everywhere ...
+    logits[0, 0, :, 4:] = 0.0
+    logits[0, 1, :, 4:] = 1.0  # ... but colour 1 on the right half
+    logits[0, 2, 2, 1] = 5.0  # and one stray pixel of colour 2 on the left
+    with torch.no_grad():
+        out = vote(logits, h)[0]  # [3, 8, 8]
+        hard = PaletteOutput(8, 3, pick="hard").eval()
+        hard.load_state_dict(vote.state_dict())
+        stray = hard(logits, h)[0]
+    assert torch.allclose(stray[:, 2, 1], pal[2])  # hard keeps the stray pixel
+    assert torch.allclose(out[:, 2, 1], pal[0])  # vote paints it like its neighbours
+    assert torch.allclose(out[:, :, :4], pal[0][:, None, None].expand(3, 8, 4))
+    assert torch.allclose(out[:, :, 4:], pal[1][:, None, None].expand(3, 8, 4))  # edge kept
+
+
+def test_hard_palette_generator_draws_only_palette_colours():
+    cfg = cfg_of("data.size=32", "model.g_ch=8", "model.z_dim=16", "model.cond=projection",
+                 "model.g_palette=4", "model.g_palette_pick=hard")
+    G = build_generator(cfg, K).eval()
+    z, t = torch.randn(2, 16), tags_for(2)
+    with torch.no_grad():
+        x = G(z, t)
+        pal = G.net.palette.colours(torch.cat([z, G.proj(t)], dim=1)).reshape(2, 4, 3)
+    for i in range(2):  # every pixel is one of the image's 4 colours
+        pixels = x[i].reshape(3, -1).T  # [S*S, 3]
+        dist = (pixels[:, None, :] - pal[i][None]).abs().amax(-1).amin(-1)
+        assert dist.max() < 1e-6
+
+
 @pytest.mark.parametrize("bad", [("model.g_palette=1",), ("model.g_palette=8", "model.g_skip=true"),
+                                 ("model.g_palette_pick=hard",),
+                                 ("model.g_palette=8", "model.g_palette_pick=argmax"),
                                  ("model.g_palette=8", "model.arch=ml2020"),
                                  ("model.g_palette=8", "model.arch=resnet")])
 def test_palette_is_refused_where_it_does_not_apply(bad):

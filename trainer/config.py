@@ -62,6 +62,9 @@ class ModelConfig:
     #                                  | bilinear_last (output conv at S/2, bilinear 2x)
     g_skip: bool = False  # dcgan G: StyleGAN2 skip outputs (RGB at every scale, summed)
     g_palette: int = 0  # dcgan G: paint pixels from K per-image colours (0 = RGB output)
+    g_palette_pick: str = "soft"  # with g_palette, how a pixel's colour is chosen when
+    #                                sampling: soft (softmax mix) | hard (its most likely
+    #                                colour) | vote (most likely over its 3x3 neighbourhood)
     hier_z: bool = False  # resnet G: split z over the blocks' conditional BatchNorms (BigGAN)
 
 
@@ -320,6 +323,9 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"model.g_palette={cfg.model.g_palette}: expected 0 (RGB output) or "
                           f"K >= 2 colours, on the dcgan trunk without model.g_skip (got "
                           f"model.arch={cfg.model.arch!r}, model.g_skip={cfg.model.g_skip})")
+    if cfg.model.g_palette_pick != "soft" and not cfg.model.g_palette:
+        raise ConfigError(f"model.g_palette_pick={cfg.model.g_palette_pick!r} needs a palette "
+                          f"output (model.g_palette=K)")
     if cfg.model.hier_z and cfg.model.arch != "resnet":
         raise ConfigError(f"model.hier_z needs model.arch=resnet (got {cfg.model.arch!r})")
     if cfg.model.arch == "resnet" and cfg.data.size > 128:

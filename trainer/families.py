@@ -77,10 +77,11 @@ def _found(labels: Labels) -> str:
 def _gan_choices() -> dict[str, tuple[str, ...]]:
     from trainer.models.conditional import HEADS, TRUNKS
     from trainer.models.dcgan import UPSAMPLE
-    from trainer.models.layers import D_NORMS
+    from trainer.models.layers import D_NORMS, PALETTE_PICKS
 
     return {"model.arch": tuple(TRUNKS), "model.cond": tuple(HEADS),
-            "model.g_upsample": tuple(UPSAMPLE), "model.d_norm": D_NORMS}
+            "model.g_upsample": tuple(UPSAMPLE), "model.d_norm": D_NORMS,
+            "model.g_palette_pick": PALETTE_PICKS}
 
 
 def _gan_accepts(labels: Labels) -> bool:

@@ -76,6 +76,45 @@ def progress_strip(sample_paths: Sequence[Path], out: str | Path, image_size: in
     return out
 
 
+def palette_picks(run: str | Path, out: str | Path, rows: int = 4, cols: int = 6,
+                  seed: int = 0) -> Path:
+    """One panel per palette pick (soft, hard, vote) of the same z and tags, side by side.
+
+    Row r asks for the r-th tag of every group (hair and eyes cycling), each column is a
+    new z: the picture beside the "Picking one colour per pixel" table of the docs.
+    """
+    from trainer.evaluate.sampling import generate, generator_z_dim
+    from trainer.models.layers import PALETTE_PICKS, set_palette_pick
+    from trainer.runs import RunError, load_generator
+
+    loaded = load_generator(run)
+    G, vocab = loaded.model, loaded.vocab
+    if not set_palette_pick(G, "soft"):
+        raise RunError(f"{run}: the generator has no palette output layer (model.g_palette=0)")
+    tags = None
+    if vocab is not None and getattr(vocab, "groups", None):
+        tags = torch.zeros(rows * cols, vocab.n_tags)
+        for r in range(rows):
+            for offset, size in zip(vocab.offsets(), vocab.group_sizes, strict=True):
+                tags[r * cols:(r + 1) * cols, offset + r % size] = 1.0
+    z = torch.randn(rows * cols, generator_z_dim(G), generator=torch.Generator().manual_seed(seed))
+    panels = []
+    for pick in PALETTE_PICKS:
+        set_palette_pick(G, pick)
+        images = generate(G, z, tags).float().div(127.5).sub(1.0)
+        panels.append(caption(grid_image(images, cols), f"pick {pick}"))
+    width = sum(p.width for p in panels) + 8 * (len(panels) - 1)
+    picture = Image.new("RGB", (width, panels[0].height), "white")
+    x = 0
+    for p in panels:
+        picture.paste(p, (x, 0))
+        x += p.width + 8
+    out = Path(out)
+    picture.quantize(colors=256, method=Image.Quantize.MEDIANCUT,
+                     dither=Image.Dither.NONE).save(out, format="PNG", optimize=True)
+    return out
+
+
 def _step_of(path: Path) -> int:
     digits = "".join(c for c in Path(path).stem if c.isdigit())
     return int(digits) if digits else 0
@@ -139,7 +178,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--rows", type=int, default=4, help="grid rows per frame (default 4)")
     s.add_argument("--cols", type=int, default=4, help="grid columns per frame, 0 = all")
     s.add_argument("--palette", action="store_true", help="256 colours (small files for docs)")
+    k = sub.add_parser("picks", help="a palette run's samples drawn soft, hard and by vote")
+    k.add_argument("run", help="run folder")
+    k.add_argument("--out", required=True, help="output PNG")
+    k.add_argument("--rows", type=int, default=4, help="tag rows (default 4)")
+    k.add_argument("--cols", type=int, default=6, help="noise columns (default 6)")
+    k.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
     args = p.parse_args(argv)
+    if args.cmd == "picks":
+        from trainer.runs import RunError
+
+        if args.rows < 1 or args.cols < 1:
+            p.error("--rows and --cols must be >= 1")
+        try:
+            print(f"wrote {palette_picks(args.run, args.out, args.rows, args.cols, args.seed)}")
+        except RunError as e:
+            p.error(str(e))
+        return 0
     from trainer.config import load_run_config
 
     run = Path(args.run)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from trainer.evaluate.fid import RESIZES, FIDWeightsError
+from trainer.models.layers import PALETTE_PICKS
 
 
 def parse_eval_args(argv: list[str]) -> argparse.Namespace:
@@ -44,6 +45,9 @@ def parse_eval_args(argv: list[str]) -> argparse.Namespace:
                         "of the training distribution before scoring, as training does before "
                         "it saves (ema_bn_batches); for checkpoints saved without them "
                         "(default 0: the saved statistics)")
+    p.add_argument("--palette-pick", choices=PALETTE_PICKS,
+                   help="how a palette generator picks each pixel's colour when sampling "
+                        "(model.g_palette_pick; default: the run's own)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", help="FID statistics and classifiers "
                    "(default: $TAGFACE_CACHE/eval or ~/.cache/tagface/eval)")
@@ -87,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = EvalOptions(n=args.n, k=args.k, stargan_n=args.stargan_n, fid=not args.no_fid,
                        resize=args.resize, seed=args.seed, cache_dir=args.cache_dir,
                        classifier_samples=args.classifier_samples,
-                       truncation=args.truncation, standing_stats=args.standing_stats)
+                       truncation=args.truncation, standing_stats=args.standing_stats,
+                       palette_pick=args.palette_pick)
     start = time.perf_counter()
     command = "python -m trainer.evaluate " + shlex.join(argv)
     try:

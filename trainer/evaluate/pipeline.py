@@ -58,6 +58,7 @@ class EvalOptions:
     classifier_samples: int = 40_000  # training budget of each judging classifier (images)
     truncation: float = 1.0  # psi of trainer.noise: z coordinates outside are redrawn (1 = off)
     standing_stats: int = 0  # re-measure G's BatchNorm statistics on this many batches (0 = as saved)
+    palette_pick: str | None = None  # sample a palette G with this pick (None = the run's own)
 
 
 @contextlib.contextmanager
@@ -248,6 +249,12 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None,
     check_pairing(loaded.vocab, dataset)
     if opts.standing_stats:
         remeasure_batchnorm(loaded, dataset, opts.standing_stats)
+    if opts.palette_pick:
+        from trainer.models.layers import set_palette_pick
+
+        if not set_palette_pick(loaded.model, opts.palette_pick):
+            raise EvalError(f"--palette-pick {opts.palette_pick}: {run_dir} has no palette "
+                            f"output layer (model.g_palette=0)")
     refuse_nonfinite_outputs(loaded, dataset)
     with preserved_rng():
         m, pics = evaluate_generator(loaded.model, dataset, loaded.vocab, opts, log)
