@@ -57,7 +57,7 @@ KINDS: dict[str, tuple[list[str], Vocab | Domains | None]] = {
     "cgan_skip": ([*SMALL, "model.cond=projection", "model.g_skip=true"], mlds_vocab()),
     "cgan_palette": ([*SMALL, "model.cond=projection", "model.g_palette=6",
                       "model.g_upsample=nearest_last"], mlds_vocab()),
-    "cgan_palette_hard": ([*SMALL, "model.cond=projection", "model.g_palette=6",
+    "cgan_palette_vote": ([*SMALL, "model.cond=projection", "model.g_palette=6",
                            "model.g_upsample=nearest", "model.g_palette_pick=vote"], mlds_vocab()),
     "cgan_palette_bilinear": ([*SMALL, "model.cond=projection", "model.g_palette=6",
                                "model.g_upsample=bilinear_last"], mlds_vocab()),
@@ -213,7 +213,7 @@ def test_fp16(runs, exported, tmp_path):
     assert m.generate("blue hair red eyes", n=2, seed=0).shape == (2, 32, 32, 3)
 
 
-@pytest.mark.parametrize("kind", ["resnet", "cgan_nearest", "cgan_palette", "cgan_palette_hard",
+@pytest.mark.parametrize("kind", ["resnet", "cgan_nearest", "cgan_palette", "cgan_palette_vote",
                                   "cgan_palette_bilinear", "cgan_skip"])
 def test_fp16_upsampling_trunks(kind, runs, tmp_path):
     """Nearest and bilinear upsampling export without ONNX Resize, so the fp16 converter
@@ -227,7 +227,7 @@ def test_fp16_upsampling_trunks(kind, runs, tmp_path):
 def test_picked_colours_may_flip_only_at_near_ties(runs, exported):
     """A vote/hard palette graph: fp32 matches PyTorch pixel for pixel; the parity rule
     allows a few pixels to pick another colour (float16 near ties), not more."""
-    res = exported["cgan_palette_hard"]
+    res = exported["cgan_palette_vote"]
     assert res.metadata["palette_pick"] == "vote" and set(res.flipped.values()) == {0.0}
     assert "palette_pick" not in exported["cgan"].metadata
     assert parity_ok({1: 1e-5}, FP32_TOL, {1: PICK_FLIP_LIMIT / 2})

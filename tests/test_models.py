@@ -493,6 +493,27 @@ def test_hard_palette_generator_draws_only_palette_colours():
         assert dist.max() < 1e-6
 
 
+def test_palette_vote_lines_keeps_a_one_pixel_line():
+    """pick=vote_lines counts the pixel's own vote 5 times: a confident 1-pixel line
+    through a region stays (7 votes against 6), a lone pixel still goes; the plain vote
+    paints the line over."""
+    h = torch.randn(1, 8)
+    logits = torch.zeros(1, 3, 8, 8)
+    logits[0, 0] = 1.0  # colour 0 everywhere ...
+    logits[0, 1, :, 3] = 2.0  # ... a vertical line of colour 1 ...
+    logits[0, 2, 5, 6] = 2.0  # ... and one stray pixel of colour 2
+    picks = {}
+    for pick in ("vote", "vote_lines"):
+        layer = PaletteOutput(8, 3, pick=pick).eval()
+        with torch.no_grad():  # each layer's output, read against its own palette
+            picks[pick] = layer(logits, h)[0], layer.colours(h).reshape(3, 3)
+    out, pal = picks["vote_lines"]
+    assert torch.allclose(out[:, :, 3], pal[1][:, None].expand(3, 8))  # the line stays
+    assert torch.allclose(out[:, 5, 6], pal[0])  # the stray pixel goes
+    out, pal = picks["vote"]
+    assert torch.allclose(out[:, 2, 3], pal[0])  # the plain vote paints the line over
+
+
 @pytest.mark.parametrize("bad", [("model.g_palette=1",), ("model.g_palette=8", "model.g_skip=true"),
                                  ("model.g_palette_pick=hard",),
                                  ("model.g_palette=8", "model.g_palette_pick=argmax"),
