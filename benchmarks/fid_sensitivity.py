@@ -9,9 +9,10 @@ after small known degradations against the same first sample that a generator is
 compared with, with the same features, resize and cache as ``trainer.evaluate``:
 a 3x3 binomial blur, Gaussian pixel noise of 2, 4 and 8 levels out of 255, a
 2x bilinear down- and upsampling, and 16 colours per image (what a palette
-generator with K = 16 that picks one colour per pixel can at best draw). Each row also shows the grain ratio (mean
-|Laplacian| over the real images', as the evaluation reports it), so a generator's
-grain can be read against the FID that noise alone costs on this data.
+generator with K = 16 that picks one colour per pixel can at best draw). Each row
+also shows the grain ratio (mean |Laplacian| over the real images', as the
+evaluation reports it), so a generator's grain can be read against the FID that
+noise alone costs on this data.
 """
 
 from __future__ import annotations

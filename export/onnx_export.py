@@ -67,8 +67,8 @@ from trainer.runs import (
 
 FP32_TOL = 1e-4  # max abs difference ORT vs PyTorch, fp32 weights
 FP16_TOL = 2e-2  # the same with float16 weights (outputs in [-1, 1])
-# A generator that picks one palette colour per pixel (model.g_palette_pick hard / vote): at
-# most this share of pixels may pick another colour than PyTorch (near ties, in float16).
+# A generator that picks one palette colour per pixel (model.g_palette_pick other than soft):
+# at most this share of pixels may pick another colour than PyTorch (near ties, in float16).
 PICK_FLIP_LIMIT = 5e-3
 FORMAT_VERSION = "2"  # of the metadata below; bump when a field changes meaning
 # How an image input must be prepared: what trainer.data.transforms.load_image does to
@@ -109,7 +109,7 @@ def build_metadata(cfg: TrainConfig, vocab: Vocab | Domains | None, *, step: int
         meta["preprocess"] = json.dumps(PREPROCESS)
     else:
         meta["cond"] = cfg.model.cond
-        if cfg.model.g_palette:  # how the graph picks each pixel's colour (soft | hard | vote)
+        if cfg.model.g_palette:  # how the graph picks each pixel's colour (layers.PALETTE_PICKS)
             meta["palette_pick"] = cfg.model.g_palette_pick
         meta["z_dim"] = str(cfg.model.z_dim)
         meta["z_distribution"] = "standard_normal"
@@ -158,7 +158,7 @@ def norm_stats_in_use(model: nn.Module, inputs: Sequence[torch.Tensor]) -> str:
 
 def picks_colours(model: nn.Module) -> bool:
     """Whether ``model`` paints each pixel with one palette colour it picks (model.g_palette_pick
-    hard or vote): where two colours are nearly tied, float rounding may pick the other."""
+    other than soft): where two colours are nearly tied, float rounding may pick the other."""
     from trainer.models.layers import PaletteOutput
 
     return any(isinstance(m, PaletteOutput) and m.pick != "soft" for m in model.modules())

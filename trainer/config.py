@@ -65,6 +65,7 @@ class ModelConfig:
     g_palette_pick: str = "soft"  # with g_palette, how a pixel's colour is chosen when
     #                                sampling: soft (softmax mix) | hard (its most likely
     #                                colour) | vote (most likely over its 3x3 neighbourhood)
+    #                                | vote_lines (the same, its own vote x5: keeps lines)
     hier_z: bool = False  # resnet G: split z over the blocks' conditional BatchNorms (BigGAN)
 
 

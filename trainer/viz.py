@@ -63,22 +63,33 @@ def progress_strip(sample_paths: Sequence[Path], out: str | Path, image_size: in
         if scale != 1.0:
             im = im.resize((int(im.width * scale), int(im.height * scale)), Image.LANCZOS)
         frames.append(caption(im, f"step {_step_of(p)}"))
-    width = sum(f.width for f in frames) + 4 * (len(frames) - 1)
-    strip = Image.new("RGB", (width, max(f.height for f in frames)), "white")
+    return save_picture(side_by_side(frames, gap=4), out, palette)
+
+
+def side_by_side(frames: Sequence[Image.Image], gap: int) -> Image.Image:
+    """The frames in one row, ``gap`` white pixels apart, top-aligned."""
+    width = sum(f.width for f in frames) + gap * (len(frames) - 1)
+    row = Image.new("RGB", (width, max(f.height for f in frames)), "white")
     x = 0
     for f in frames:
-        strip.paste(f, (x, 0))
-        x += f.width + 4
-    out = Path(out)
+        row.paste(f, (x, 0))
+        x += f.width + gap
+    return row
+
+
+def save_picture(picture: Image.Image, out: str | Path, palette: bool) -> Path:
+    """PNG, optimised; ``palette``: 256 colours (a third the size, for documentation)."""
     if palette:
-        strip = strip.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    strip.save(out, format="PNG", optimize=True)
+        picture = picture.quantize(colors=256, method=Image.Quantize.MEDIANCUT,
+                                   dither=Image.Dither.NONE)
+    out = Path(out)
+    picture.save(out, format="PNG", optimize=True)
     return out
 
 
 def palette_picks(run: str | Path, out: str | Path, rows: int = 4, cols: int = 6,
                   seed: int = 0) -> Path:
-    """One panel per palette pick (soft, hard, vote) of the same z and tags, side by side.
+    """One panel per palette pick (layers.PALETTE_PICKS) of the same z and tags, side by side.
 
     Row r asks for the r-th tag of every group (hair and eyes cycling), each column is a
     new z: the picture beside the "Picking one colour per pixel" table of the docs.
@@ -103,16 +114,7 @@ def palette_picks(run: str | Path, out: str | Path, rows: int = 4, cols: int = 6
         set_palette_pick(G, pick)
         images = generate(G, z, tags).float().div(127.5).sub(1.0)
         panels.append(caption(grid_image(images, cols), f"pick {pick}"))
-    width = sum(p.width for p in panels) + 8 * (len(panels) - 1)
-    picture = Image.new("RGB", (width, panels[0].height), "white")
-    x = 0
-    for p in panels:
-        picture.paste(p, (x, 0))
-        x += p.width + 8
-    out = Path(out)
-    picture.quantize(colors=256, method=Image.Quantize.MEDIANCUT,
-                     dither=Image.Dither.NONE).save(out, format="PNG", optimize=True)
-    return out
+    return save_picture(side_by_side(panels, gap=8), out, palette=True)
 
 
 def _step_of(path: Path) -> int:

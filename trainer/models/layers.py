@@ -237,10 +237,12 @@ class PaletteOutput(nn.Module):
       probabilities summed over it, ``neighbourhood_votes``): ``hard`` without its
       stray pixels of another colour, and without the thin, faint outlines too.
     - ``vote_lines``: the same vote with the pixel itself counted 5 times: lone pixels
-      and pairs go, confident 1-pixel lines stay. The faint mix that a soft pixel keeps, and a stray pixel,
-      read as texture to Inception (real avatars with 2 levels of noise score FID
-      ~100 against clean ones); the same checkpoint scores far lower drawn by vote
-      (docs/cgan_avatars.md, "Picking one colour per pixel").
+      and pairs go, confident 1-pixel lines stay.
+
+    The faint mix that a soft pixel keeps, and a stray pixel, read as texture to
+    Inception (real avatars with 2 levels of noise score FID ~100 against clean ones);
+    the same checkpoint scores far lower drawn by a vote (docs/cgan_avatars.md,
+    "Picking one colour per pixel").
     """
 
     GAIN = 10.0  # logits are scaled up so that a region can turn confident in a few steps
