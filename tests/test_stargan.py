@@ -450,8 +450,10 @@ def run_train(args: list[str], threads: int = 1) -> subprocess.CompletedProcess:
     env = {"TAGFACE_NO_BAR": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": str(threads)}
     env.update({k: v for k, v in os.environ.items() if k.startswith(("TAGFACE_", "HOME",
                                                                        "VIRTUAL_ENV"))})
+    # a guard against a hung run, not a speed bound: the 300-step learning test takes
+    # ~14 min on a 2-core host without native bf16 (fp32), ~5 min with it
     return subprocess.run([sys.executable, "-m", "trainer.train", *args], capture_output=True,
-                          text=True, env=env, timeout=900)
+                          text=True, env=env, timeout=1800)
 
 
 TINY = ["data.size=32", "batch_size=8", "model.g_ch=8", "model.d_ch=8", "model.repeat_num=1",
