@@ -29,6 +29,7 @@ from trainer.models.stargan import (
 )
 from trainer.recipes.stargan import (
     StarGanRecipe,
+    balanced_targets,
     domain_classification_loss,
     permuted_targets,
 )
@@ -227,6 +228,34 @@ def test_targets_are_a_permutation_of_the_batch_labels():
     torch.manual_seed(3)
     t = permuted_targets(labels)
     assert sorted(map(tuple, t.tolist())) == sorted(map(tuple, labels.tolist()))
+
+
+def test_balanced_targets_ask_for_rare_domains_half_the_time():
+    """Whatever the batch holds (here no glasses and always black hair), balanced targets
+    switch on one hair colour each, uniformly, and Eyeglasses / Short_Hair half the time."""
+    labels = torch.zeros(20000, 5)
+    labels[:, 0] = 1.0
+    t = balanced_targets(labels, AVATARS, torch.Generator().manual_seed(0))
+    assert t.shape == labels.shape and t.dtype == labels.dtype
+    assert set(t.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(t[:, :3].sum(1), torch.ones(20000))  # exactly one hair colour
+    share = t.mean(0)
+    assert torch.allclose(share[:3], torch.full((3,), 1 / 3), atol=0.02), share
+    assert torch.allclose(share[3:], torch.full((2,), 0.5), atol=0.02), share
+    # the same generator state draws the same targets (DDP ranks seed their own)
+    again = balanced_targets(labels, AVATARS, torch.Generator().manual_seed(0))
+    assert torch.equal(t, again)
+
+
+def test_target_sampler_follows_the_config():
+    balanced = _tiny_recipe(**{"loss.targets": "balanced"})
+    labels = torch.zeros(4000, 5)
+    labels[:, 0] = 1.0
+    torch.manual_seed(0)
+    assert balanced.sample_targets(labels, balanced.domains)[:, 3].mean() > 0.4
+    official = _tiny_recipe()
+    assert torch.equal(official.sample_targets(labels, official.domains).sum(0),
+                       labels.sum(0))  # a permutation keeps the batch's attribute counts
 
 
 def test_d_step_terms_match_the_official_formulas():

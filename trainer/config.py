@@ -88,6 +88,7 @@ class LossConfig:
     lambda_rec: float = 10.0  # StarGAN cycle reconstruction
     lambda_mask: float = 0.0  # StarGAN g_output=attention: mean attention (GANimation 0.1)
     lambda_mask_tv: float = 0.0  # StarGAN g_output=attention: attention total variation (1e-5)
+    targets: str = "permute"  # StarGAN target domains: permute (official) | balanced
     r1: float = 0.0  # R1 penalty weight gamma on real images (Mescheder et al. 2018), fp32
     r1_every: int = 16  # lazy R1 (StyleGAN2): every k-th iteration, scaled by k
 

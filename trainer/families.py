@@ -136,9 +136,10 @@ def _gan_recipe(cfg: TrainConfig, labels: Labels, image_size: int) -> Recipe:
 # -- StarGAN: image-to-image translation between attribute domains -------------------------
 def _stargan_choices() -> dict[str, tuple[str, ...]]:
     from trainer.models.stargan import G_OUTPUTS, NORM_STATS
+    from trainer.recipes.stargan import TARGET_SAMPLERS
 
     return {"model.arch": ("stargan",), "model.norm_stats": NORM_STATS,
-            "model.g_output": G_OUTPUTS}
+            "model.g_output": G_OUTPUTS, "loss.targets": tuple(TARGET_SAMPLERS)}
 
 
 def _stargan_accepts(labels: Labels) -> bool:
@@ -189,7 +190,8 @@ def _stargan_recipe(cfg: TrainConfig, labels: Labels, image_size: int) -> Recipe
 _SHARED_LOSS = ("adv", "gp", "r1", "r1_every")
 _GAN_LOSS = (*_SHARED_LOSS, "clip", "matching_aware", "wrong_weight", "aux", "l1",
              "feature_matching", "mode_seeking", "mode_seeking_pool", "tv", "joint_batch")
-_STARGAN_LOSS = (*_SHARED_LOSS, "lambda_cls", "lambda_rec", "lambda_mask", "lambda_mask_tv")
+_STARGAN_LOSS = (*_SHARED_LOSS, "lambda_cls", "lambda_rec", "lambda_mask", "lambda_mask_tv",
+                 "targets")
 
 FAMILIES: dict[str, Family] = {
     "gan": Family("gan", _gan_choices, _gan_accepts, _gan_labels,

@@ -13,8 +13,12 @@ the weights and intervals in the config:
 - With ``model.g_output=attention`` (GANimation's blend, trainer.models.stargan),
   G also pays ``loss.lambda_mask`` x the mean attention (against keeping the
   input everywhere) and ``loss.lambda_mask_tv`` x its total variation.
-- Targets are the labels of the same batch in a random permutation, as the
-  official code does, so they follow the data's attribute distribution.
+- Targets (``loss.targets``): ``permute`` takes the labels of the same batch in a
+  random permutation, as the official code does, so they follow the data's
+  attribute distribution (a domain 20% of images have is asked for about as
+  often); ``balanced`` draws each image's target afresh, one member of each
+  exclusive set uniformly and every other domain on with probability 1/2, so
+  rare attributes are asked for as often as common ones.
 - The linear lr decay over the second half is the loop's (``lr_decay_start``).
 
 The classification loss is the official one: BCE summed over domains and
@@ -56,6 +60,26 @@ def permuted_targets(labels: torch.Tensor, generator: torch.Generator | None = N
     return labels[perm.to(labels.device)]
 
 
+def balanced_targets(labels: torch.Tensor, domains: Domains,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """Target domains drawn independently of the batch: one member of each exclusive set
+    uniformly, every other domain on with probability 1/2 (shape and dtype of ``labels``)."""
+    device = generator.device if generator is not None else labels.device
+    n, k = labels.shape
+    out = (torch.rand(n, k, generator=generator, device=device) < 0.5).float()
+    for group in domains.exclusive:
+        idx = torch.tensor([domains.index(d) for d in group], device=device)
+        pick = torch.randint(len(group), (n,), generator=generator, device=device)
+        out[:, idx] = F.one_hot(pick, len(group)).float()
+    return out.to(device=labels.device, dtype=labels.dtype)
+
+
+TARGET_SAMPLERS = {
+    "permute": lambda labels, domains, generator=None: permuted_targets(labels, generator),
+    "balanced": balanced_targets,
+}
+
+
 class StarGanRecipe(Recipe):
     """Networks, optimizers and phases of StarGAN (see the module docstring)."""
 
@@ -69,6 +93,7 @@ class StarGanRecipe(Recipe):
         self.cfg = cfg
         self.domains = domains
         self.adv = ADVERSARIAL[cfg.loss.adv]
+        self.sample_targets = TARGET_SAMPLERS[cfg.loss.targets]
         # D through the model zoo, so aug.policy augments its every input as in the GAN recipe.
         set_pair(self, build_stargan_generator(cfg, domains.n_domains),
                  build_discriminator(cfg, [domains.n_domains]), cfg)
@@ -82,7 +107,7 @@ class StarGanRecipe(Recipe):
         """D: real vs translated fakes, gradient penalty, domain classification of reals."""
         G, D, lc = self.models["G"], self.models["D"], self.cfg.loss
         real, src_labels = batch["image"], batch["labels"]
-        target = permuted_targets(src_labels)
+        target = self.sample_targets(src_labels, self.domains)
         with torch.no_grad():
             fake = G(real, target)
         src_real, cls_real = D(real)  # [B,1,h,w], [B,K]
@@ -112,7 +137,7 @@ class StarGanRecipe(Recipe):
         """G: fool D, be classified as the target domains, and translate back to the source."""
         G, D, lc = self.models["G"], self.models["D"], self.cfg.loss
         real, src_labels = batch["image"], batch["labels"]
-        target = permuted_targets(src_labels)
+        target = self.sample_targets(src_labels, self.domains)
         fake, att = G(real, target, with_attention=True)
         src_fake, cls_fake = D(fake)  # the loop keeps D's weights out of this backward
         adv = self.adv.g_loss(src_fake)
@@ -145,12 +170,12 @@ class StarGanRecipe(Recipe):
                 "labels": dataset.labels[idx].float()}
 
     def g_inputs(self, dataset, n: int, g: torch.Generator) -> tuple:
-        """(``n`` random real images, their labels in a random order), as in training."""
+        """(``n`` random real images, targets drawn from their labels as in training)."""
         from trainer.data.transforms import to_model_input
 
         idx = torch.randint(len(dataset), (n,), generator=g)
         labels = dataset.labels[idx].float()
-        return to_model_input(dataset.images[idx], flip=False), permuted_targets(labels, g)
+        return to_model_input(dataset.images[idx], flip=False), self.sample_targets(labels, self.domains, g)
 
     @torch.no_grad()
     def sample(self, G: nn.Module, fixed: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
