@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv-test, install tagface with its test extras, run the test suite.
 #   bash tests/run.sh [pytest args]
+# The suite runs on one pytest-xdist worker per core (WORKERS=auto; WORKERS=0 runs it in
+# one process), each test file on one worker so that its fixtures are built once.
 # Tests that need Debian's chromium or a local Slurm skip with the reason when
 # those are not installed (.ci/run installs them).
 set -euo pipefail
@@ -19,7 +21,10 @@ fi
 "$VENV/bin/python" -m ruff check .
 # Exit code 5 ("no tests collected") is a failure, never a green run.
 set +e
-"$VENV/bin/python" -m pytest "$@"
+WORKERS=${WORKERS:-auto}
+PARALLEL=()
+if [ "$WORKERS" != 0 ]; then PARALLEL=(-n "$WORKERS" --dist loadfile); fi
+"$VENV/bin/python" -m pytest "${PARALLEL[@]}" "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
