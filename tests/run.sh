@@ -23,7 +23,11 @@ fi
 set +e
 WORKERS=${WORKERS:-auto}
 PARALLEL=()
-if [ "$WORKERS" != 0 ]; then PARALLEL=(-n "$WORKERS" --dist loadfile); fi
+if [ "$WORKERS" != 0 ]; then
+  PARALLEL=(-n "$WORKERS" --dist loadfile)
+  # one intra-op thread per worker: N workers x N threads each would oversubscribe the cores
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+fi
 "$VENV/bin/python" -m pytest "${PARALLEL[@]}" "$@"
 rc=$?
 set -e
