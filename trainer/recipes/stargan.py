@@ -175,7 +175,8 @@ class StarGanRecipe(Recipe):
 
         idx = torch.randint(len(dataset), (n,), generator=g)
         labels = dataset.labels[idx].float()
-        return to_model_input(dataset.images[idx], flip=False), self.sample_targets(labels, self.domains, g)
+        targets = self.sample_targets(labels, self.domains, g)
+        return to_model_input(dataset.images[idx], flip=False), targets
 
     @torch.no_grad()
     def sample(self, G: nn.Module, fixed: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
