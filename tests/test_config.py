@@ -96,6 +96,7 @@ def test_unquoted_no_means_no(tmp_path):
     ("stargan_avatars", "loss.mode_seeking=1.0", r"loss\.mode_seeking=1\.0"),
     ("stargan_avatars", "loss.l1=1.0", r"loss\.l1=1\.0"),
     ("cgan_avatars", "loss.lambda_rec=5.0", r"loss\.lambda_rec=5\.0"),
+    ("cgan_avatars", "loss.cls_pos_weight.Eyeglasses=4", r"loss\.cls_pos_weight=\{'Eyeglasses': 4\.0\}"),
 ])
 def test_loss_option_the_recipe_ignores_is_refused(preset, override, option):
     """A loss option the chosen recipe never reads is an error, not a silent no-op."""

@@ -15,8 +15,15 @@ from trainer.data import load_dataset
 from trainer.data.vocab import save_vocab
 from trainer.evaluate import evaluate_during_training
 from trainer.evaluate.__main__ import main
-from trainer.models import build_generator
-from trainer.runs import EMA_FILE, META_FILE, checkpoint_name, load_generator
+from trainer.models import build_discriminator, build_generator
+from trainer.runs import (
+    EMA_FILE,
+    META_FILE,
+    RunError,
+    checkpoint_name,
+    load_discriminator,
+    load_generator,
+)
 
 QUICK = ["--n", "16", "--k", "1", "--classifier-samples", "640", "--stargan-n", "4"]
 
@@ -138,3 +145,27 @@ def test_stargan_report(avatar_dir, tmp_path):
     assert 0 < hair["l1"] < 1 and hair["psnr"] > 0, "ground truth re-rendered from meta.jsonl"
     assert "l1" not in per["Eyeglasses"], "adding glasses has no single ground truth"
     assert (run / "eval" / "translations.png").is_file()
+    # no discriminator file beside the generator: the report says nothing of D
+    assert "discriminator" not in m["stargan"]
+    # with D's weights (its domain head zeroed: every logit 0, so nothing is called positive)
+    cfg = load_config("stargan_avatars", [f"data.path={avatar_dir}", "data.size=32",
+                                          "model.g_ch=8", "model.d_ch=8", "model.repeat_num=1",
+                                          "model.d_repeat_num=3"])
+    D = build_discriminator(cfg, [5])
+    state = {k: (torch.zeros_like(v) if k.startswith("conv2.") else v).contiguous()
+             for k, v in D.state_dict().items()}
+    ckpt = load_generator(run).checkpoint
+    save_file(state, str(ckpt / "model_1.safetensors"))
+    assert main(["--run", str(run), *QUICK, "--no-fid", "--cache-dir", str(tmp_path / "c")]) == 0
+    m = json.loads((run / "eval" / "metrics.json").read_text())
+    seen = m["stargan"]["discriminator"]
+    assert list(seen) == list(per)
+    n = m["dataset"]["n"]
+    for r in seen.values():
+        assert r["n_with"] + r["n_without"] == n
+        assert r["specificity"] == 1.0 and (r["recall"] == 0.0 or r["n_with"] == 0)
+    assert "What D's domain head sees" in (run / "eval" / "report.md").read_text()
+    # a D file that does not fit is refused by name, not loaded half
+    save_file({"conv2.weight": torch.zeros(1)}, str(ckpt / "model_1.safetensors"))
+    with pytest.raises(RunError, match="model_1.safetensors: weights do not fit"):
+        load_discriminator(load_generator(run), 32)

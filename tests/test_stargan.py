@@ -32,6 +32,7 @@ from trainer.recipes.stargan import (
     balanced_targets,
     domain_classification_loss,
     permuted_targets,
+    positive_weights,
 )
 from trainer.runs import EMA_FILE, META_FILE, checkpoint_name, latest_checkpoint
 
@@ -256,6 +257,42 @@ def test_target_sampler_follows_the_config():
     official = _tiny_recipe()
     assert torch.equal(official.sample_targets(labels, official.domains).sum(0),
                        labels.sum(0))  # a permutation keeps the batch's attribute counts
+
+
+def test_positive_weight_multiplies_only_the_positive_term():
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
+    target = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    w = torch.tensor([1.0, 4.0, 0.5])
+    manual = -(w * target * F.logsigmoid(logits)
+               + (1 - target) * F.logsigmoid(-logits)).sum() / 2
+    assert torch.allclose(domain_classification_loss(logits, target, w), manual)
+    assert not torch.allclose(domain_classification_loss(logits, target), manual)
+    # all-ones weights are the official loss
+    assert torch.allclose(domain_classification_loss(logits, target, torch.ones(3)),
+                          domain_classification_loss(logits, target))
+
+
+def test_positive_weights_follow_the_domain_order_and_refuse_bad_entries():
+    assert positive_weights({}, AVATARS) is None
+    w = positive_weights({"eyeglasses": 4, "Short_Hair": 2.5}, AVATARS)  # case ignored
+    assert w.tolist() == [1.0, 1.0, 1.0, 4.0, 2.5]
+    with pytest.raises(ConfigError, match="unknown domain 'Glasses'.*Eyeglasses"):
+        positive_weights({"Glasses": 4}, AVATARS)
+    with pytest.raises(ConfigError, match=r"cls_pos_weight.Eyeglasses=0.*> 0"):
+        positive_weights({"Eyeglasses": 0}, AVATARS)
+
+
+def test_positive_weight_reaches_both_phases():
+    """cls_pos_weight changes D's loss on reals with that domain and G's on fakes asked for it."""
+    batch = _batch()  # rows 0 and 2 have Eyeglasses (domain 3)
+    plain, weighted = _tiny_recipe(), _tiny_recipe(**{"loss.cls_pos_weight.Eyeglasses": 5})
+    assert weighted.pos_weight.tolist() == [1.0, 1.0, 1.0, 5.0, 1.0]
+    for step in ("d_step", "g_step"):
+        torch.manual_seed(7)
+        _, a = getattr(plain, step)(batch)
+        torch.manual_seed(7)
+        _, b = getattr(weighted, step)(batch)
+        assert b["cls"] > a["cls"], step  # the same networks and draws, glasses weigh 5x
 
 
 def test_d_step_terms_match_the_official_formulas():
@@ -588,3 +625,29 @@ def test_short_training_moves_hair_colour_toward_the_target(avatars64, tmp_path)
         print(f"{name}: hair distance to target x{d1 / d0:.2f}, non-hair pixels moved "
               f"{rest:.1f}")
         assert rest < 0.25 * (d0 - d1), f"{name}: non-hair pixels moved {rest:.1f}"
+
+
+def test_discriminator_domains_counts_what_d_calls_positive():
+    """A D that calls every domain positive exactly where image channel 0 is bright: recall
+    and specificity 1 for the domain that marks, 0 for its complement."""
+    from types import SimpleNamespace
+
+    from trainer.evaluate.stargan_metrics import discriminator_domains
+
+    bright = torch.tensor([1, 0, 1, 1, 0, 0, 1, 0, 1, 1], dtype=torch.bool)
+    images = torch.zeros(10, 3, 4, 4, dtype=torch.uint8)
+    images[bright, 0] = 255
+    labels = torch.stack([bright, ~bright], 1).float()
+    data = SimpleNamespace(images=images, labels=labels)
+
+    def D(x):  # [-1, 1] images -> (src, cls [B, 2])
+        mark = x[:, 0, 0, 0:1]
+        return x.mean((1, 2, 3), keepdim=True), mark.repeat(1, 2)
+
+    seen = discriminator_domains(D, data, Domains(("Marked", "Unmarked")), batch=3)
+    assert seen["Marked"] == {"n_with": 6, "n_without": 4, "recall": 1.0, "specificity": 1.0}
+    assert seen["Unmarked"] == {"n_with": 4, "n_without": 6, "recall": 0.0, "specificity": 0.0}
+    # a large dataset is read through a seeded sample of n images
+    some = discriminator_domains(D, data, Domains(("Marked", "Unmarked")), n=4, seed=1)
+    assert some["Marked"]["n_with"] + some["Marked"]["n_without"] == 4
+    assert some == discriminator_domains(D, data, Domains(("Marked", "Unmarked")), n=4, seed=1)

@@ -89,6 +89,8 @@ class LossConfig:
     lambda_mask: float = 0.0  # StarGAN g_output=attention: mean attention (GANimation 0.1)
     lambda_mask_tv: float = 0.0  # StarGAN g_output=attention: attention total variation (1e-5)
     targets: str = "permute"  # StarGAN target domains: permute (official) | balanced
+    cls_pos_weight: dict[str, float] = field(default_factory=dict)  # StarGAN: weight of a
+    # domain's positive term in the classification BCE, e.g. {Eyeglasses: 4} (absent = 1)
     r1: float = 0.0  # R1 penalty weight gamma on real images (Mescheder et al. 2018), fp32
     r1_every: int = 16  # lazy R1 (StyleGAN2): every k-th iteration, scaled by k
 

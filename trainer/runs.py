@@ -134,12 +134,58 @@ def load_run(run_dir: str | Path) -> tuple[TrainConfig, Vocab | Domains | None]:
     return cfg, vocab
 
 
-def load_generator(run_dir: str | Path, checkpoint: str | Path | None = None) -> LoadedGenerator:
-    """Rebuild the EMA generator of a run from its safetensors weights (no pickle)."""
+def load_weights(model: nn.Module, weights: Path, what: str) -> None:
+    """Load a safetensors file into ``model`` (no pickle); RunError naming the file when it is
+    unreadable, holds NaN/inf, or does not fit ``what`` (e.g. "dcgan generator")."""
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as e:
+        raise RunError(f"{weights}: unreadable safetensors file "
+                       f"({str(e).splitlines()[0]})") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise RunError(f"{weights}: non-finite weights (NaN or inf) in {len(bad)} tensors, "
+                       f"first {bad[0]}; export or evaluate an earlier checkpoint "
+                       f"(--checkpoint)")
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor of the wrong shape
+        raise RunError(f"{weights}: weights do not fit a {what} of this "
+                       f"config: {str(e).splitlines()[-1].strip()}") from None
+    if missing or unexpected:
+        raise RunError(f"{weights}: weights do not fit a {what} of this "
+                       f"config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def model_file(index: int) -> str:
+    """accelerate ``save_state``'s file for the ``index``-th prepared model."""
+    return "model.safetensors" if index == 0 else f"model_{index}.safetensors"
+
+
+def load_discriminator(loaded: LoadedGenerator, image_size: int) -> nn.Module:
+    """The discriminator saved in the same checkpoint as ``loaded`` (eval mode, CPU, fp32).
+
+    Built as its recipe builds it; the file is the one accelerate wrote for the recipe's
+    "D" (models are prepared in ``recipe.models`` order). RunError if it is missing."""
+    from trainer.families import family_of
+
+    cfg = loaded.config
+    recipe = family_of(cfg).recipe(cfg, loaded.vocab, image_size)
+    weights = loaded.checkpoint / model_file(list(recipe.models).index("D"))
+    if not weights.is_file():
+        raise RunError(f"{loaded.checkpoint}: no {weights.name}; the discriminator was not "
+                       f"saved in this checkpoint")
+    D = recipe.models["D"]
+    load_weights(D, weights, f"{cfg.model.arch} discriminator")
+    return D.eval()
+
+
+def load_generator(run_dir: str | Path, checkpoint: str | Path | None = None) -> LoadedGenerator:
+    """Rebuild the EMA generator of a run from its safetensors weights (no pickle)."""
     from trainer.families import family_of
     from trainer.models import build_generator
 
@@ -155,23 +201,6 @@ def load_generator(run_dir: str | Path, checkpoint: str | Path | None = None) ->
     if not weights.is_file():
         raise RunError(f"{ckpt}: no {EMA_FILE}; not a tagface generator checkpoint")
     model = build_generator(cfg, family_of(cfg).n_cond(vocab))
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as e:
-        raise RunError(f"{weights}: unreadable safetensors file "
-                       f"({str(e).splitlines()[0]})") from None
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise RunError(f"{weights}: non-finite weights (NaN or inf) in {len(bad)} tensors, "
-                       f"first {bad[0]}; export or evaluate an earlier checkpoint "
-                       f"(--checkpoint)")
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # a tensor of the wrong shape
-        raise RunError(f"{weights}: weights do not fit a {cfg.model.arch} generator of this "
-                       f"config: {str(e).splitlines()[-1].strip()}") from None
-    if missing or unexpected:
-        raise RunError(f"{weights}: weights do not fit a {cfg.model.arch} generator of this "
-                       f"config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    load_weights(model, weights, f"{cfg.model.arch} generator")
     model.eval()
     return LoadedGenerator(model, cfg, vocab, int(read_meta(ckpt)["step"]), ckpt)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -85,6 +85,7 @@ class EvalRun:
     cache: Path
     say: Callable[[str], None]
     pics: dict = field(default_factory=dict)
+    loaded: Any = None  # trainer.runs.LoadedGenerator when a run's checkpoint is evaluated
 
     @contextlib.contextmanager
     def timed(self, key: str) -> Iterator[None]:
@@ -164,9 +165,10 @@ def check_pairing(vocab: object, dataset: object) -> None:
 
 
 def evaluate_generator(G: nn.Module, dataset: object, vocab: object, opts: EvalOptions,
-                       log: bool = True) -> tuple[dict, dict]:
+                       log: bool = True, loaded: Any = None) -> tuple[dict, dict]:
     """All metrics of a generator on a dataset. Returns (metrics, pictures) where pictures
-    holds uint8 stacks and matrices for the report."""
+    holds uint8 stacks and matrices for the report. ``loaded`` (the run's LoadedGenerator)
+    lets a family read more of the checkpoint, e.g. StarGAN's discriminator."""
     def say(msg: str) -> None:
         if log:
             print(f"[evaluate] {msg}", flush=True)
@@ -184,7 +186,7 @@ def evaluate_generator(G: nn.Module, dataset: object, vocab: object, opts: EvalO
     m: dict = {"seconds": {}, "options": vars(opts).copy(), "dataset": {
         "source": str(dataset.source), "format": dataset.format,  # type: ignore[attr-defined]
         "n": len(dataset), "size": int(dataset.images.shape[-1])}}  # type: ignore[attr-defined, arg-type]
-    run = EvalRun(m, eval_cache_dir(opts.cache_dir), say)
+    run = EvalRun(m, eval_cache_dir(opts.cache_dir), say, loaded=loaded)
     evaluation_of(vocab).evaluate(unwrap(G), dataset, vocab, opts, run)
     return run.m, run.pics
 
@@ -257,7 +259,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None,
                             f"output layer (model.g_palette=0)")
     refuse_nonfinite_outputs(loaded, dataset)
     with preserved_rng():
-        m, pics = evaluate_generator(loaded.model, dataset, loaded.vocab, opts, log)
+        m, pics = evaluate_generator(loaded.model, dataset, loaded.vocab, opts, log, loaded)
     m["run"] = {"dir": run_dir.name, "name": loaded.config.name, "step": loaded.step,
                 "checkpoint": loaded.checkpoint.name, "arch": loaded.config.model.arch,
                 "recipe": loaded.config.recipe}

@@ -201,6 +201,18 @@ def write_report(m: dict, pics: dict, loaded: object, dataset: object, out: Path
             lines += ["Each pair of rows: sources, then their translation to "
                       + ", ".join(n for n, r in sg["per_domain"].items() if r.get("n"))
                       + " in turn.", "", "![translations](translations.png)", ""]
+        if sg.get("discriminator"):
+            lines += ["### What D's domain head sees", "",
+                      "D's own classification of the real images (all, or 2000 drawn; G "
+                      "learns a domain only "
+                      "through it): recall = share of the images with the domain that D "
+                      "calls positive, specificity = share of those without it that D calls "
+                      "negative.", "", "| domain | images with | recall | images without "
+                      "| specificity |", "|---|---|---|---|---|"]
+            for name, r in sg["discriminator"].items():
+                lines.append(f"| {name} | {r['n_with']} | {_pct(r['recall'])} | "
+                             f"{r['n_without']} | {_pct(r['specificity'])} |")
+            lines.append("")
     else:
         sample_grid(G, vocab, out / "samples.png", seed=getattr(opts, "seed", 0))
         lines += ["## Samples", "", "Rows: each tag of the first group (other tags random); "

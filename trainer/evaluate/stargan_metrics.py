@@ -11,7 +11,12 @@ exclusive set, a yes/no head per other attribute) then gives
   from meta.jsonl with the target attribute changed (hair and eye colours; adding
   glasses or short hair has no single ground truth). L1 on the [0, 1] scale and PSNR,
   next to the same numbers for the untranslated input (the "do nothing" baseline);
-- FID of the translations against real images of domain d (optional, costly on CPU).
+- FID of the translations against real images of domain d (optional, costly on CPU);
+- for a run's checkpoint, what D's own domain head sees on the real images: per
+  domain the share of images with it that D calls positive (recall) and of those
+  without it that D calls negative. G learns a domain only through this head, so a
+  domain D does not see yet is one G gets no signal to draw (a thin attribute such
+  as glasses is typically the last).
 
 ``probe``, ``evaluate`` and ``during_training`` are the StarGAN family's evaluation
 entry (trainer/families.py; trainer/evaluate/pipeline.py calls them).
@@ -144,6 +149,30 @@ def stargan_metrics(G: nn.Module, dataset: object, domains: object, classifier: 
     return out
 
 
+@torch.no_grad()
+def discriminator_domains(D: nn.Module, dataset: object, domains: object, n: int = 2000,
+                          seed: int = 0, batch: int = 64) -> dict[str, dict]:
+    """D's domain head on the real images (all, or ``n`` drawn with ``seed``): per domain
+    ``recall`` (images with the domain that D scores > 0), ``specificity`` (images without
+    it scored <= 0) and their counts."""
+    images, labels = dataset.images, dataset.labels  # type: ignore[attr-defined]
+    if len(images) > n:
+        pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
+        images, labels = images[pick], labels[pick]
+    has = labels > 0.5
+    logits = torch.cat([D(images[i:i + batch].float().div(127.5).sub(1.0))[1].float()
+                        for i in range(0, len(images), batch)])
+    out: dict[str, dict] = {}
+    for d, name in enumerate(domains.names):  # type: ignore[attr-defined]
+        pos, neg = has[:, d], ~has[:, d]
+        out[name] = {"n_with": int(pos.sum()), "n_without": int(neg.sum()),
+                     "recall": float((logits[pos, d] > 0).float().mean()) if pos.any()
+                     else math.nan,
+                     "specificity": float((logits[neg, d] <= 0).float().mean()) if neg.any()
+                     else math.nan}
+    return out
+
+
 # -- the family's entry -------------------------------------------------------------------
 @torch.no_grad()
 def probe(G: nn.Module, dataset: object, vocab: object, n: int) -> torch.Tensor:
@@ -169,6 +198,17 @@ def evaluate(G: nn.Module, dataset: object, vocab: object, opts, run) -> None:
                               fid_cache_dir=run.cache, resize=opts.resize, keep_examples=6)
         run.pics["translations"] = res.pop("examples")
         run.m["stargan"] = res
+    if run.loaded is not None:
+        from trainer.runs import RunError, load_discriminator
+
+        with run.timed("discriminator"):
+            try:
+                D = load_discriminator(run.loaded, int(dataset.images.shape[-1]))  # type: ignore[attr-defined]
+            except RunError as e:
+                run.say(f"D's domain head not read: {e}")
+            else:
+                res["discriminator"] = discriminator_domains(D, dataset, vocab,
+                                                             seed=opts.seed)
 
 
 def during_training(G: nn.Module, dataset: object, vocab: object,

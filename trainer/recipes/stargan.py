@@ -22,7 +22,11 @@ the weights and intervals in the config:
 - The linear lr decay over the second half is the loop's (``lr_decay_start``).
 
 The classification loss is the official one: BCE summed over domains and
-averaged over the batch (not averaged over domains).
+averaged over the batch (not averaged over domains). ``loss.cls_pos_weight``
+(e.g. ``{Eyeglasses: 4}``) multiplies a domain's positive term, for D on real
+images and G on its fakes: a domain that a fifth of the images have and that
+is drawn in a few pixels (glasses) is otherwise the last one D learns to see,
+and G gets no signal to draw it until D does.
 """
 
 from __future__ import annotations
@@ -41,10 +45,31 @@ from trainer.recipes.base import Batch, Phase, Recipe, StepResult
 from trainer.recipes.common import adversarial_phases, check_image_size, lazy_r1, set_pair
 
 
-def domain_classification_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Official StarGAN: BCE with logits, summed over domains, mean over the batch (fp32)."""
+def domain_classification_loss(logits: torch.Tensor, target: torch.Tensor,
+                                pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Official StarGAN: BCE with logits, summed over domains, mean over the batch (fp32);
+    ``pos_weight`` [K] multiplies each domain's positive term (None = 1 everywhere)."""
+    if pos_weight is not None:
+        pos_weight = pos_weight.to(logits.device)
     return F.binary_cross_entropy_with_logits(logits.float(), target.float(),
+                                              pos_weight=pos_weight,
                                               reduction="sum") / logits.shape[0]
+
+
+def positive_weights(weights: dict[str, float], domains: Domains) -> torch.Tensor | None:
+    """``loss.cls_pos_weight`` as a [K] tensor in the domains' order (None when empty)."""
+    if not weights:
+        return None
+    out = torch.ones(domains.n_domains)
+    for name, w in weights.items():
+        i = domains.find(name)
+        if i is None:
+            raise ConfigError(f"loss.cls_pos_weight: unknown domain {name!r}; expected one "
+                              f"of {', '.join(domains.names)}")
+        if not w > 0:
+            raise ConfigError(f"loss.cls_pos_weight.{name}={w}: expected a weight > 0")
+        out[i] = float(w)
+    return out
 
 
 def domain_accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -94,6 +119,7 @@ class StarGanRecipe(Recipe):
         self.domains = domains
         self.adv = ADVERSARIAL[cfg.loss.adv]
         self.sample_targets = TARGET_SAMPLERS[cfg.loss.targets]
+        self.pos_weight = positive_weights(dict(cfg.loss.cls_pos_weight), domains)
         # D through the model zoo, so aug.policy augments its every input as in the GAN recipe.
         set_pair(self, build_stargan_generator(cfg, domains.n_domains),
                  build_discriminator(cfg, [domains.n_domains]), cfg)
@@ -113,7 +139,7 @@ class StarGanRecipe(Recipe):
         src_real, cls_real = D(real)  # [B,1,h,w], [B,K]
         src_fake, _ = D(fake)
         adv = self.adv.d_loss(src_real, src_fake)
-        cls = domain_classification_loss(cls_real, src_labels)
+        cls = domain_classification_loss(cls_real, src_labels, self.pos_weight)
         loss = adv + lc.lambda_cls * cls
         logs = {"adv": adv.detach(), "cls": cls.detach(),
                 "d_real": src_real.detach().float().mean(),
@@ -141,7 +167,7 @@ class StarGanRecipe(Recipe):
         fake, att = G(real, target, with_attention=True)
         src_fake, cls_fake = D(fake)  # the loop keeps D's weights out of this backward
         adv = self.adv.g_loss(src_fake)
-        cls = domain_classification_loss(cls_fake, target)
+        cls = domain_classification_loss(cls_fake, target, self.pos_weight)
         rec = l1_loss(G(fake, src_labels), real)
         loss = adv + lc.lambda_cls * cls + lc.lambda_rec * rec
         logs = {"adv": adv.detach(), "cls": cls.detach(), "rec": rec.detach(),
