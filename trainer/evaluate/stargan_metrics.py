@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from trainer.data.transforms import to_model_input
 from trainer.evaluate.classifier import TagClassifier, avatar_records, predict
 from trainer.evaluate.sampling import real_batches, translate
 
@@ -160,7 +161,7 @@ def discriminator_domains(D: nn.Module, dataset: object, domains: object, n: int
         pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
         images, labels = images[pick], labels[pick]
     has = labels > 0.5
-    logits = torch.cat([D(images[i:i + batch].float().div(127.5).sub(1.0))[1].float()
+    logits = torch.cat([D(to_model_input(images[i:i + batch], flip=False))[1].float()
                         for i in range(0, len(images), batch)])
     out: dict[str, dict] = {}
     for d, name in enumerate(domains.names):  # type: ignore[attr-defined]
