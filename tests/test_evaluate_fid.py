@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import pytest
 import torch
@@ -96,3 +97,27 @@ def test_cache_file_names_depend_on_what_changes_fid(tmp_path):
               F.real_cache_file(tmp_path, "ds", 64, 50, "clean"),
               F.real_cache_file(tmp_path, "ds", 64, 100, "pytorch-fid")}
     assert a not in others and len(others) == 4
+
+
+def test_kid_of_whole_sets_is_computed_once_with_the_same_value():
+    """A KID subset as large as both sets is both sets: one subset gives the value that
+    torchmetrics' 100 (identical, reordered) subsets average to, with spread 0."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    gen = torch.Generator().manual_seed(0)
+    real = torch.randn(60, F.NUM_FEATURES, generator=gen)
+    fake = torch.randn(60, F.NUM_FEATURES, generator=gen) * 1.3 + 0.2
+    ours = F.fid_from_features(real, fake, kid_subset_size=60)
+    with warnings.catch_warnings():  # "will save all extracted features"
+        warnings.simplefilter("ignore", UserWarning)
+        ref = KernelInceptionDistance(feature=F._PassThrough(), subsets=20, subset_size=60,
+                                      sync_on_compute=False)
+    ref.update(real, real=True)
+    ref.update(fake, real=False)
+    ref_mean, ref_std = ref.compute()
+    assert ours["kid"] == pytest.approx(float(ref_mean), rel=1e-5)
+    assert float(ref_std) < 1e-5 * float(ref_mean)  # the same value up to float rounding
+    assert ours["kid_std"] == 0.0
+    # smaller subsets are different draws: their spread is reported
+    part = F.fid_from_features(real, fake, kid_subset_size=30)
+    assert part["kid_subset_size"] == 30 and part["kid_std"] > 0
