@@ -22,6 +22,14 @@ PORT=${PORT:-7860}
 START=$(date +%s)
 
 say() { printf '\n[%s +%ss] %s\n' "$(date +%H:%M:%S)" "$(( $(date +%s) - START ))" "$*"; }
+# Wait for a background stage; if it failed, show the end of its log and stop.
+wait_for() {  # PID LOG WHAT
+  if ! wait "$1"; then
+    echo "error: $3 failed; the end of $2:" >&2
+    tail -n 20 "$2" >&2
+    exit 1
+  fi
+}
 
 if [ -z "${SKIP_DEMO:-}" ] && compgen -G "$MODELS/*.onnx" >/dev/null && [ -x "$VENV/bin/python" ]; then
   say "models found in $MODELS: starting the demo (delete $MODELS to rebuild)"
@@ -60,24 +68,18 @@ trap 'kill "$STARGAN_PID" 2>/dev/null || true' EXIT
 echo "stargan_avatars logs to $STARGAN_LOG"
 OMP_NUM_THREADS=$THREADS "$TAGFACE" train --config cgan_avatars --run-dir "$RUNS/cgan_avatars" \
   --resume auto "data.path=$DATA" "minutes=$CGAN_MINUTES" "mixed_precision=$PRECISION"
-if ! wait "$STARGAN_PID"; then
-  echo "error: the stargan_avatars training failed; the end of $STARGAN_LOG:" >&2
-  tail -n 20 "$STARGAN_LOG" >&2
-  exit 1
-fi
+wait_for "$STARGAN_PID" "$STARGAN_LOG" "the stargan_avatars training"
 trap - EXIT
 tail -n 2 "$STARGAN_LOG"
 say "4/5 export to ONNX: $MODELS"
 # The two exports run side by side, on half of the cores each, like the trainings.
-OMP_NUM_THREADS=$THREADS "$TAGFACE" export --run "$RUNS/stargan_avatars" --out "$MODELS" > "$RUNS/export_stargan.log" 2>&1 &
+EXPORT_LOG="$RUNS/export_stargan.log"
+OMP_NUM_THREADS=$THREADS "$TAGFACE" export --run "$RUNS/stargan_avatars" --out "$MODELS" \
+  > "$EXPORT_LOG" 2>&1 &
 EXPORT_PID=$!
 OMP_NUM_THREADS=$THREADS "$TAGFACE" export --run "$RUNS/cgan_avatars" --out "$MODELS"
-if ! wait "$EXPORT_PID"; then
-  echo "error: exporting stargan_avatars failed; the end of $RUNS/export_stargan.log:" >&2
-  tail -n 20 "$RUNS/export_stargan.log" >&2
-  exit 1
-fi
-cat "$RUNS/export_stargan.log"
+wait_for "$EXPORT_PID" "$EXPORT_LOG" "exporting stargan_avatars"
+cat "$EXPORT_LOG"
 # A few held-out avatars as style-transfer examples (the last ids are never used by tests),
 # with the domains each has (examples/attributes.json, from list_attr.txt).
 "$PYV" -m demo.examples --data "$DATA" --out "$MODELS/examples" --last 4

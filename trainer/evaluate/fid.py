@@ -255,7 +255,7 @@ def fid_from_features(real: torch.Tensor, fake: torch.Tensor,
     subset = min(kid_subset_size, len(real), len(fake))
     # A subset as large as both sets is both sets, in another order, and the MMD does not
     # depend on the order: every subset would give the same value, so one is computed
-    # (at 1000 vs 1000 the 100 identical subsets took ~40 s of a CPU core) and the
+    # (at 1000 vs 1000 the 100 identical subsets took ~37 s of a CPU core) and the
     # spread is 0.
     whole = subset == len(real) == len(fake)
     # sync_on_compute=False: called on one process only (e.g. the main rank during
