@@ -4,7 +4,9 @@
     python -m trainer.evaluate compare runs/gan runs/wgan runs/sngan --out reports/compare
 
 The first writes RUN/eval/metrics.json, RUN/eval/report.md and its pictures; the
-second one table of metrics and one figure (loss curves, sample grids) into --out.
+second one table of metrics and one figure (loss curves, sample grids) into --out,
+naming what differs between the runs; runs that differ only in ``seed`` also get one
+row of mean +- sd and a dot plot (seeds.png).
 """
 
 from __future__ import annotations
@@ -57,8 +59,12 @@ def parse_eval_args(argv: list[str]) -> argparse.Namespace:
 
 def parse_compare_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m trainer.evaluate compare",
-                                description="One metrics table and one figure for several runs.")
-    p.add_argument("runs", nargs="+", help="run folders (evaluated first for the table)")
+                                description="One metrics table and one figure for several runs; "
+                                            "runs that differ only in seed are also "
+                                            "summarised as mean +- sd.")
+    p.add_argument("runs", nargs="+",
+                   help="run folders (evaluated first for the table) or evaluation folders "
+                        "(trainer.evaluate --out, e.g. RUN/eval_vote)")
     p.add_argument("--out", required=True, help="output folder for compare.md/.json/.png")
     return p.parse_args(argv)
 
@@ -71,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_compare_args(argv[1:])
         try:
             compare_runs(args.runs, args.out)
-        except FileNotFoundError as e:
+        except (FileNotFoundError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         print(f"wrote {Path(args.out) / 'compare.md'} and compare.png")
