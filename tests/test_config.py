@@ -41,6 +41,7 @@ def test_bad_type_is_named():
     ("batch_size=0", "batch_size"),
     ("ema=1.5", "ema"),
     ("mixed_precision=fp8", "mixed_precision"),
+    ("loss.wrong_tags=nearest", "loss.wrong_tags"),
 ])
 def test_bad_value_is_named(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -96,6 +97,7 @@ def test_unquoted_no_means_no(tmp_path):
     ("stargan_avatars", "loss.mode_seeking=1.0", r"loss\.mode_seeking=1\.0"),
     ("stargan_avatars", "loss.l1=1.0", r"loss\.l1=1\.0"),
     ("cgan_avatars", "loss.lambda_rec=5.0", r"loss\.lambda_rec=5\.0"),
+    ("stargan_avatars", "loss.wrong_tags=one_group", r"loss\.wrong_tags=one_group"),
     ("cgan_avatars", "loss.cls_pos_weight.Eyeglasses=4", r"loss\.cls_pos_weight=\{'Eyeglasses': 4\.0\}"),
 ])
 def test_loss_option_the_recipe_ignores_is_refused(preset, override, option):

@@ -21,6 +21,8 @@ from trainer.losses import (
     total_variation,
     tv_excess_loss,
     wrong_tags,
+    wrong_tags_mixed,
+    wrong_tags_one_group,
 )
 
 REAL = [1.0, -2.0, 0.5]
@@ -192,6 +194,57 @@ def test_wrong_tags_are_deterministic_with_a_generator():
     a = wrong_tags(right, GROUPS, generator=torch.Generator().manual_seed(7))
     b = wrong_tags(right, GROUPS, generator=torch.Generator().manual_seed(7))
     assert torch.equal(a, b)
+
+
+def test_one_group_wrong_tags_change_exactly_one_group_uniformly():
+    g = torch.Generator().manual_seed(3)
+    n = 6000
+    right = onehots([(2, 1)] * n)
+    wrong = wrong_tags_one_group(right, GROUPS, generator=g)
+    for chunk in wrong.split(GROUPS, dim=1):
+        assert torch.equal(chunk.sum(1), torch.ones(n))
+    ri, wi = group_indices(right, GROUPS), group_indices(wrong, GROUPS)
+    changed = ri != wi
+    assert torch.equal(changed.sum(1), torch.ones(n, dtype=torch.long))
+    assert abs(changed[:, 0].float().mean() - 0.5) < 0.03  # the group: uniform
+    hair = wi[changed[:, 0], 0].bincount(minlength=4).float()
+    assert hair[2] == 0 and (hair[[0, 1, 3]] / hair.sum() - 1 / 3).abs().max() < 0.04
+    eyes = wi[changed[:, 1], 1].bincount(minlength=3).float()
+    assert eyes[1] == 0 and (eyes[[0, 2]] / eyes.sum() - 1 / 2).abs().max() < 0.04
+    # deterministic with a generator
+    assert torch.equal(wrong, wrong_tags_one_group(right, GROUPS,
+                                                   generator=torch.Generator().manual_seed(3)))
+
+
+def test_one_group_wrong_tags_keep_untagged_groups_and_skip_single_tag_groups():
+    right = onehots([(1, 0)] * 400)
+    right[:, GROUPS[0]:] = 0  # eyes untagged
+    wi = group_indices(wrong_tags_one_group(right, GROUPS,
+                                            generator=torch.Generator().manual_seed(4)), GROUPS)
+    hair_changed = wi[:, 0] != 1
+    assert torch.equal(wi[hair_changed, 1], torch.full((int(hair_changed.sum()),), -1))
+    assert (wi[~hair_changed, 1] >= 0).all()  # the untagged group, when chosen, gets a tag
+    assert 0 < hair_changed.sum() < 400
+    sizes = [1, 3]  # a one-tag group cannot change: every row changes the other
+    lab = torch.zeros(50, 4)
+    lab[:, 0], lab[:, 1] = 1, 1
+    wi = group_indices(wrong_tags_one_group(lab, sizes), sizes)
+    assert (wi[:, 0] == 0).all() and (wi[:, 1] != 0).all()
+    with pytest.raises(ValueError, match="two or more tags"):
+        wrong_tags_one_group(torch.ones(3, 2), [1, 1])
+
+
+def test_mixed_wrong_tags_draw_half_the_rows_each_way():
+    n = 6000
+    right = onehots([(2, 1)] * n)
+    wrong = wrong_tags_mixed(right, GROUPS, generator=torch.Generator().manual_seed(5))
+    assert not (wrong == right).all(dim=1).any()
+    for chunk in wrong.split(GROUPS, dim=1):
+        assert torch.equal(chunk.sum(1), torch.ones(n))
+    changed = (group_indices(right, GROUPS) != group_indices(wrong, GROUPS)).sum(1)
+    # one_group rows change one group; uniform rows change one in 5 of 11 cases (3 other
+    # hair colours with the same eyes, 2 other eye colours with the same hair)
+    assert abs((changed == 1).float().mean() - (0.5 + 0.5 * 5 / 11)) < 0.03
 
 
 def test_aux_loss_is_the_sum_of_per_group_cross_entropies():

@@ -9,7 +9,7 @@ import torch
 
 from trainer.config import ConfigError, load_config
 from trainer.data.vocab import mlds_vocab
-from trainer.losses import gradient_penalty
+from trainer.losses import gradient_penalty, group_indices
 from trainer.modes import bare_forward
 from trainer.recipes.gan import GanRecipe
 
@@ -188,6 +188,24 @@ def test_wrong_tags_reuse_the_trunk_and_score_as_a_separate_call():
     assert torch.allclose(both.score, D(data["image"], tags).score, atol=1e-6)
     assert torch.allclose(both.score_wrong, D(data["image"], wrong).score, atol=1e-6)
     assert D(data["image"], tags).score_wrong is None
+
+
+@pytest.mark.parametrize("draw, max_changed", [("uniform", 2), ("one_group", 1)])
+def test_the_d_phase_draws_wrong_tags_as_loss_wrong_tags_says(draw, max_changed):
+    r = make(*SETUPS["cgan_spatial_bce"], f"loss.wrong_tags={draw}")
+    D, seen = r.models["D"], []
+    forward = D.forward
+
+    def spy(x, tags=None, wrong_tags=None):
+        if wrong_tags is not None:
+            seen.append((tags, wrong_tags))
+        return forward(x, tags, wrong_tags)
+
+    D.forward = spy
+    logs = run_phase(r, "D", batch(64))
+    (tags, wrong), = seen
+    changed = (group_indices(tags, r.group_sizes) != group_indices(wrong, r.group_sizes)).sum(1)
+    assert (changed >= 1).all() and changed.max() == max_changed and "d_wrong" in logs
 
 
 def test_mode_seeking_pairs_share_tags_and_the_term_is_logged():

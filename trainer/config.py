@@ -76,6 +76,7 @@ class LossConfig:
     clip: float = 0.0  # WGAN weight clipping bound for D (0 = off)
     matching_aware: bool = False  # add the (real image, wrong tags) case to D
     wrong_weight: float = 1.0  # weight of that case
+    wrong_tags: str = "uniform"  # wrong tags: uniform | one_group (one tag changed) | mixed
     aux: float = 1.0  # ACGAN auxiliary classification weight (D and G)
     l1: float = 0.0  # G: L1 between fake and real images of the same tags (report 000)
     feature_matching: float = 0.0  # G: L2 between mean D features of real and fake
@@ -160,13 +161,14 @@ def choices() -> dict[str, tuple[str, ...]]:
     """
     from trainer.data.formats import FORMATS
     from trainer.families import family_choices
-    from trainer.losses import ADVERSARIAL
+    from trainer.losses import ADVERSARIAL, WRONG_TAGS
     from trainer.precision import CHOICES
     from trainer.recipes.common import OPTIMIZERS
 
     return {**family_choices(), "data.format": ("auto", *FORMATS),
             "loss.adv": tuple(ADVERSARIAL), "g_optim.name": tuple(OPTIMIZERS),
-            "d_optim.name": tuple(OPTIMIZERS), "mixed_precision": ("auto", *CHOICES)}
+            "d_optim.name": tuple(OPTIMIZERS), "mixed_precision": ("auto", *CHOICES),
+            "loss.wrong_tags": tuple(WRONG_TAGS)}
 
 
 class _Choices(Mapping):

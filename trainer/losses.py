@@ -221,6 +221,64 @@ def wrong_tags(
     return out
 
 
+def wrong_tags_one_group(
+    labels: torch.Tensor,  # [B, K] concatenated one-hots (the right tags)
+    group_sizes: Sequence[int],
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Wrong tags that differ from the right ones in exactly one group (hard negatives).
+
+    Each row changes one group, chosen uniformly among the groups with two or more
+    tags, to another of its tags drawn uniformly; the other groups keep theirs
+    (untagged ones stay untagged; an untagged chosen group gets any of its tags). With
+    uniform draws over 12 hair x 10 eye colours the hair alone gives away 110 of the
+    119 wrong combinations, so D can pass the matching-aware case without looking at
+    the eyes; here half of the wrong pairs have the right hair and a wrong eye colour.
+    """
+    sizes = list(group_sizes)
+    if max(sizes, default=0) < 2:
+        raise ValueError(f"tag groups {sizes}: need a group with two or more tags for wrong tags")
+    b, device = labels.shape[0], labels.device
+    right = group_indices(labels, sizes)  # [B, G]
+    gdev = generator.device if generator is not None else device
+    can = torch.tensor([float(n >= 2) for n in sizes], device=gdev).expand(b, -1)
+    group = torch.multinomial(can, 1, generator=generator).squeeze(1).to(device)  # [B]
+    rows = torch.arange(b, device=device)
+    n = torch.tensor(sizes, device=device)[group]  # [B] tags in the chosen group
+    cur = right[rows, group]
+    u = torch.rand(b, generator=generator, device=gdev).to(device)
+    other = (u * (n - 1)).long().clamp(max=n - 2)  # uniform over the n - 1 other tags
+    other = other + (other >= cur).long()
+    anyone = (u * n).long().clamp(max=n - 1)  # untagged: uniform over all n
+    new = right.clone()
+    new[rows, group] = torch.where(cur >= 0, other, anyone)
+    out = torch.zeros_like(labels)
+    offset = 0
+    for gi, size in enumerate(sizes):
+        tagged = new[:, gi] >= 0
+        out[rows[tagged], offset + new[tagged, gi]] = 1
+        offset += size
+    return out
+
+
+def wrong_tags_mixed(
+    labels: torch.Tensor,  # [B, K] concatenated one-hots (the right tags)
+    group_sizes: Sequence[int],
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Each row drawn as ``uniform`` or as ``one_group``, with probability 1/2 each."""
+    gdev = generator.device if generator is not None else labels.device
+    a = wrong_tags(labels, group_sizes, generator)
+    b = wrong_tags_one_group(labels, group_sizes, generator)
+    pick = torch.rand(labels.shape[0], generator=generator, device=gdev).to(labels.device) < 0.5
+    return torch.where(pick[:, None], a, b)
+
+
+# loss.wrong_tags -> how the matching-aware case draws its wrong tags
+WRONG_TAGS = {"uniform": wrong_tags, "one_group": wrong_tags_one_group,
+              "mixed": wrong_tags_mixed}
+
+
 def aux_loss(
     logits: Sequence[torch.Tensor],  # one [B, n_g] tensor per tag group
     labels: torch.Tensor,  # [B, K] concatenated one-hots

@@ -31,6 +31,7 @@ from trainer.config import ConfigError, TrainConfig
 from trainer.data.vocab import Vocab
 from trainer.losses import (
     ADVERSARIAL,
+    WRONG_TAGS,
     aux_loss,
     feature_matching_loss,
     gradient_penalty,
@@ -38,7 +39,6 @@ from trainer.losses import (
     matching_aware_d_loss,
     mode_seeking_loss,
     tv_excess_loss,
-    wrong_tags,
 )
 from trainer.models import build_discriminator, build_generator, is_conditional
 from trainer.modes import eval_mode, fp32, frozen
@@ -84,7 +84,7 @@ class GanRecipe(Recipe):
         real, labels, tags = self._inputs(batch)
         with torch.no_grad():
             fake = G(self._noise(real.shape[0], real), tags)
-        wrong = (wrong_tags(labels, self.group_sizes).to(real.dtype)
+        wrong = (WRONG_TAGS[lc.wrong_tags](labels, self.group_sizes).to(real.dtype)
                  if lc.matching_aware else None)
         if lc.joint_batch:  # one forward: D's BatchNorm normalises real and fake together
             out_real, out_fake = D(torch.cat([real, fake]), _cat(tags, tags),
