@@ -210,14 +210,22 @@ def wrong_tags(
     r_other = torch.randint(0, total - 1, (b,), generator=generator, device=gdev).to(device)
     r_other = r_other + (r_other >= code).long()  # uniform over the other total-1 combinations
     r = torch.where(tagged, r_other, r)
-    out = torch.zeros_like(labels)
-    offsets = [0]
-    for n in sizes[:-1]:
-        offsets.append(offsets[-1] + n)
-    for gi in reversed(range(len(sizes))):
-        idx = r % sizes[gi]
+    idx = torch.empty_like(right)
+    for gi in reversed(range(len(sizes))):  # mixed-radix digits of the drawn combination
+        idx[:, gi] = r % sizes[gi]
         r = r // sizes[gi]
-        out[torch.arange(b, device=device), offsets[gi] + idx] = 1
+    return one_hots(idx, sizes, like=labels)
+
+
+def one_hots(idx: torch.Tensor, group_sizes: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+    """Per-group indices [B, G] (-1 = untagged) -> concatenated one-hots shaped like ``like``."""
+    out = torch.zeros_like(like)
+    rows = torch.arange(idx.shape[0], device=idx.device)
+    offset = 0
+    for gi, size in enumerate(group_sizes):
+        tagged = idx[:, gi] >= 0
+        out[rows[tagged], offset + idx[tagged, gi]] = 1
+        offset += size
     return out
 
 
@@ -252,13 +260,7 @@ def wrong_tags_one_group(
     anyone = (u * n).long().clamp(max=n - 1)  # untagged: uniform over all n
     new = right.clone()
     new[rows, group] = torch.where(cur >= 0, other, anyone)
-    out = torch.zeros_like(labels)
-    offset = 0
-    for gi, size in enumerate(sizes):
-        tagged = new[:, gi] >= 0
-        out[rows[tagged], offset + new[tagged, gi]] = 1
-        offset += size
-    return out
+    return one_hots(new, sizes, like=labels)
 
 
 def wrong_tags_mixed(
