@@ -116,3 +116,18 @@ def test_unreadable_inputs_name_the_file(tmp_path, capsys):
     (b / "config.yaml").write_text("model: [unclosed\n")
     assert main(["compare", str(b), "--out", str(tmp_path / "c")]) == 2
     assert "b/config.yaml: not a readable config" in capsys.readouterr().err
+
+
+def test_no_dot_plot_without_a_headline_metric(tmp_path):
+    runs = []
+    for seed in (0, 1):
+        run = fake_run(tmp_path, f"s{seed}", [f"seed={seed}"], 100.0, 0.5)
+        m = json.loads((run / "eval" / "metrics.json").read_text())
+        m["summary"] = {"custom score": 0.1 * (seed + 1)}
+        (run / "eval" / "metrics.json").write_text(json.dumps(m))
+        runs.append(str(run))
+    out = tmp_path / "cmp"
+    assert main(["compare", *runs, "--out", str(out)]) == 0
+    md = (out / "compare.md").read_text()
+    assert "## Over seeds" in md and "0.150 ± 0.071" in md
+    assert "seeds.png" not in md and not (out / "seeds.png").exists()

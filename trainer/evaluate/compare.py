@@ -24,7 +24,7 @@ from trainer.viz import read_metrics
 LOSS_SUFFIX = "/loss"
 MAX_PANELS = 4
 SEED_PANELS = ("FID", "KID", "acc joint", "joint modes", "pixel std ratio", "grain ratio",
-               "target accuracy", "PSNR dB")
+               "target_accuracy", "preservation", "psnr")
 
 
 def locate(path: Path) -> tuple[Path | None, Path | None]:
@@ -141,9 +141,9 @@ def compare_runs(runs: list[str | Path], out: str | Path) -> dict:
     if seeded:
         names = [", ".join(g.changes) or f"as {labels[0].split(' @')[0]}" for g in groups]
         lines += _group_table(groups, names, stats, labels, ["step", *columns])
-        _plot_groups([names[i] for i in seeded], [groups[i].seeds for i in seeded],
-                     [stats[i] for i in seeded], out / "seeds.png")
-        lines += ["", "![each seed a dot, the mean a bar](seeds.png)"]
+        if _plot_groups([names[i] for i in seeded], [groups[i].seeds for i in seeded],
+                        [stats[i] for i in seeded], out / "seeds.png"):
+            lines += ["", "![each seed a dot, the mean a bar](seeds.png)"]
 
     histories = [read_metrics(run / "metrics.jsonl") if run is not None else []
                  for run, _ in located]
@@ -208,14 +208,15 @@ def _group_table(groups: list[Group], names: list[str], stats: list[dict], label
 
 
 def _plot_groups(names: list[str], seeds: list[list[str]], stats: list[dict],
-                 path: Path) -> None:
+                 path: Path) -> bool:
     """One panel per headline metric: each seed a dot, the group's mean a bar, and a faint
-    line through one seed's dots across settings (the pairing a seed gives)."""
+    line through one seed's dots across settings (the pairing a seed gives). False if
+    no headline metric was measured (nothing written)."""
     import matplotlib.pyplot as plt
 
     keys = [k for k in SEED_PANELS if any(k in st for st in stats)]
     if not keys:
-        return
+        return False
     fig, axes = plt.subplots(1, len(keys), figsize=(1.2 + 2.6 * len(keys), 3.4), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
         by_seed: dict[str, list[tuple[int, float]]] = {}
@@ -240,3 +241,4 @@ def _plot_groups(names: list[str], seeds: list[list[str]], stats: list[dict],
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+    return True
