@@ -21,6 +21,7 @@ from trainer.losses import (
     total_variation,
     tv_excess_loss,
     wrong_tags,
+    wrong_tags_each_group,
     wrong_tags_mixed,
     wrong_tags_one_group,
 )
@@ -232,6 +233,34 @@ def test_one_group_wrong_tags_keep_untagged_groups_and_skip_single_tag_groups():
     assert (wi[:, 0] == 0).all() and (wi[:, 1] != 0).all()
     with pytest.raises(ValueError, match="two or more tags"):
         wrong_tags_one_group(torch.ones(3, 2), [1, 1])
+
+
+def test_each_group_wrong_tags_are_one_draw_per_group_each_changing_that_group():
+    n = 3000
+    right = onehots([(2, 1)] * n)
+    wrong = wrong_tags_each_group(right, GROUPS, generator=torch.Generator().manual_seed(6))
+    assert wrong.shape == (len(GROUPS) * n, sum(GROUPS))
+    ri = group_indices(right, GROUPS)
+    for gi, draw in enumerate(wrong.split(n)):  # draw-major: block gi changes group gi only
+        wi = group_indices(draw, GROUPS)
+        changed = wi != ri
+        assert changed[:, gi].all() and not changed[:, 1 - gi].any()
+        counts = wi[:, gi].bincount(minlength=GROUPS[gi]).float()
+        others = [t for t in range(GROUPS[gi]) if t != ri[0, gi]]
+        assert (counts[others] / n - 1 / len(others)).abs().max() < 0.04  # uniform
+    assert torch.equal(wrong, wrong_tags_each_group(right, GROUPS,
+                                                    generator=torch.Generator().manual_seed(6)))
+    sizes = [1, 3]  # a one-tag group has no wrong tag: one draw, for the other group
+    lab = torch.zeros(50, 4)
+    lab[:, 0], lab[:, 1] = 1, 1
+    wi = group_indices(wrong_tags_each_group(lab, sizes), sizes)
+    assert wi.shape == (50, 2) and (wi[:, 0] == 0).all() and (wi[:, 1] != 0).all()
+    untagged = onehots([(1, 0)] * 20)
+    untagged[:, GROUPS[0]:] = 0  # eyes untagged: the eye draw gives them a tag, hair kept
+    eyes_draw = group_indices(wrong_tags_each_group(untagged, GROUPS)[20:], GROUPS)
+    assert (eyes_draw[:, 0] == 1).all() and (eyes_draw[:, 1] >= 0).all()
+    with pytest.raises(ValueError, match="two or more tags"):
+        wrong_tags_each_group(torch.ones(3, 2), [1, 1])
 
 
 def test_mixed_wrong_tags_draw_half_the_rows_each_way():

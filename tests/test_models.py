@@ -26,7 +26,7 @@ GROUPS = [12, 10]  # hair, eyes: the MLDS / avatar vocabulary
 K = sum(GROUPS)
 ARCHS = ("dcgan", "ml2020")
 SIZES = (32, 64, 128)
-CONDS = ("none", "spatial", "dense", "projection", "acgan")
+CONDS = ("none", "spatial", "dense", "projection", "acgan", "projection_acgan")
 
 
 def cfg_of(*overrides: str) -> TrainConfig:
@@ -98,8 +98,10 @@ def expected_d(arch: str, size: int, ch: int, cond: str, *, bn_on: bool = True, 
         head = proj + linear(C * 16 + e, hidden) + linear(hidden, 1)
     elif cond == "projection":
         head += linear(K, C * 16, bias=False)
-    elif cond == "acgan":
+    if cond in ("acgan", "projection_acgan"):
         head += conv(C, C, 4, True) + sum(linear(C, hidden) + linear(hidden, g) for g in GROUPS)
+    if cond == "projection_acgan":
+        head += linear(K, C * 16, bias=False)
     return total + head
 
 
@@ -121,7 +123,7 @@ def test_shapes_every_arch_size_and_conditioning(arch, size, cond):
     assert out.score.shape == (b,)
     c4 = 8 * 2 ** (int(math.log2(size)) - 3)  # D channels at 4x4
     assert out.features.shape == (b, c4 * 16)
-    if cond == "acgan":
+    if cond in ("acgan", "projection_acgan"):
         assert [a.shape for a in out.aux] == [(b, g) for g in GROUPS]
     else:
         assert out.aux is None

@@ -29,6 +29,8 @@ SETUPS = {
     "projection_joint_batch": ["model.cond=projection", "loss.matching_aware=true",
                                "model.minibatch_std=true", "loss.joint_batch=true",
                                "loss.mode_seeking=1.0"],
+    "projection_acgan_each_group": ["model.cond=projection_acgan", "loss.matching_aware=true",
+                                    "loss.wrong_tags=each_group", "model.minibatch_std=true"],
     "wgan_clip": ["loss.adv=wgan", "loss.clip=0.01", "g_optim.name=rmsprop",
                   "d_optim.name=rmsprop", "g_optim.lr=5e-5", "d_optim.lr=5e-5"],
 }
@@ -72,7 +74,7 @@ def test_one_d_and_one_g_step_give_finite_losses(setup):
     cfg = recipe.cfg
     assert ("d_wrong" in logs) == cfg.loss.matching_aware
     assert ("gp" in logs) == (cfg.loss.gp > 0)
-    assert ("aux" in logs) == (cfg.model.cond == "acgan")
+    assert ("aux" in logs) == cfg.model.cond.endswith("acgan")
 
     logs = run_phase(recipe, "G", batch(seed=1))
     for k, v in logs.items():
@@ -188,6 +190,47 @@ def test_wrong_tags_reuse_the_trunk_and_score_as_a_separate_call():
     assert torch.allclose(both.score, D(data["image"], tags).score, atol=1e-6)
     assert torch.allclose(both.score_wrong, D(data["image"], wrong).score, atol=1e-6)
     assert D(data["image"], tags).score_wrong is None
+
+
+def test_several_wrong_draws_share_the_trunk_and_score_draw_major():
+    r = make(*SETUPS["cgan_dense_hinge_sn"])
+    D = r.models["D"].eval()
+    data = batch(6)
+    tags = data["labels"].float()
+    w1, w2 = torch.roll(tags, 1, dims=0), torch.roll(tags, 2, dims=0)
+    out = D(data["image"], tags, torch.cat([w1, w2]))
+    assert out.score_wrong.shape == (12,)
+    assert torch.allclose(out.score_wrong[:6], D(data["image"], w1).score, atol=1e-6)
+    assert torch.allclose(out.score_wrong[6:], D(data["image"], w2).score, atol=1e-6)
+    with pytest.raises(ValueError, match="multiple of the 6 images"):
+        D(data["image"], tags, tags[:4])
+
+
+@pytest.mark.parametrize("setup", ["cgan_spatial_bce", "projection_joint_batch"])
+def test_each_group_scores_every_real_image_once_per_group(setup):
+    r = make(*SETUPS[setup], "loss.wrong_tags=each_group")
+    D, seen = r.models["D"], []
+    forward = D.forward
+
+    def spy(x, tags=None, wrong_tags=None):
+        out = forward(x, tags, wrong_tags)
+        if wrong_tags is not None:
+            seen.append((x, tags, wrong_tags, out))
+        return out
+
+    D.forward = spy
+    b = 8
+    logs = run_phase(r, "D", batch(b))
+    (x, tags, wrong, out), = seen
+    n = x.shape[0]  # b, or 2b when real and fake share D's batch
+    assert wrong.shape[0] == 2 * n  # one draw per tag group (hair, eyes)
+    draws = wrong.split(n)
+    for gi, w in enumerate(draws):  # each draw changes its own group of the real rows only
+        changed = group_indices(tags[:b], r.group_sizes) != group_indices(w[:b], r.group_sizes)
+        assert changed[:, gi].all() and not changed[:, 1 - gi].any()
+    # the logged wrong score averages the real rows of both draws (fake rows dropped)
+    real_rows = out.score_wrong.view(2, n)[:, :b]
+    assert torch.allclose(logs["d_wrong"], real_rows.mean(), atol=1e-6)
 
 
 @pytest.mark.parametrize("draw, max_changed", [("uniform", 2), ("one_group", 1)])

@@ -45,7 +45,7 @@ class ModelConfig:
     g_ch: int = 64  # generator width (channels of the last hidden layer)
     d_ch: int = 64  # discriminator width (channels of the first layer)
     tag_embed: int = 64  # G tag projection Linear->BN->LeakyReLU width (0: raw one-hot)
-    cond: str = "none"  # D conditioning: none | spatial | dense | projection | acgan
+    cond: str = "none"  # D head: none | spatial | dense | projection | acgan | projection_acgan
     d_tag_embed: int = 64  # D tag projection width, spatial / dense conditioning (0: raw one-hot)
     d_hidden: int = 256  # D hidden dense width: dense head, ACGAN classifiers (report 004: 128)
     spectral_norm: bool = False  # spectral norm on every D weight
@@ -76,7 +76,7 @@ class LossConfig:
     clip: float = 0.0  # WGAN weight clipping bound for D (0 = off)
     matching_aware: bool = False  # add the (real image, wrong tags) case to D
     wrong_weight: float = 1.0  # weight of that case
-    wrong_tags: str = "uniform"  # wrong tags: uniform | one_group (one tag changed) | mixed
+    wrong_tags: str = "uniform"  # uniform | one_group (one tag changed) | mixed | each_group
     aux: float = 1.0  # ACGAN auxiliary classification weight (D and G)
     l1: float = 0.0  # G: L1 between fake and real images of the same tags (report 000)
     feature_matching: float = 0.0  # G: L2 between mean D features of real and fake

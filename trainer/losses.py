@@ -229,6 +229,37 @@ def one_hots(idx: torch.Tensor, group_sizes: Sequence[int], like: torch.Tensor) 
     return out
 
 
+def _change_group(
+    labels: torch.Tensor,  # [B, K] concatenated one-hots (the right tags)
+    sizes: list[int],
+    group: torch.Tensor,  # long [B]: the group each row changes
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """``labels`` with each row's ``group`` moved to another of its tags, drawn uniformly
+    (an untagged chosen group gets any of its tags); the other groups kept."""
+    b, device = labels.shape[0], labels.device
+    right = group_indices(labels, sizes)  # [B, G]
+    gdev = generator.device if generator is not None else device
+    rows = torch.arange(b, device=device)
+    n = torch.tensor(sizes, device=device)[group]  # [B] tags in the chosen group
+    cur = right[rows, group]
+    u = torch.rand(b, generator=generator, device=gdev).to(device)
+    other = (u * (n - 1)).long().clamp(max=n - 2)  # uniform over the n - 1 other tags
+    other = other + (other >= cur).long()
+    anyone = (u * n).long().clamp(max=n - 1)  # untagged: uniform over all n
+    new = right.clone()
+    new[rows, group] = torch.where(cur >= 0, other, anyone)
+    return one_hots(new, sizes, like=labels)
+
+
+def _changeable(sizes: list[int]) -> list[int]:
+    """The groups a wrong tag can change: those with two or more tags."""
+    groups = [gi for gi, n in enumerate(sizes) if n >= 2]
+    if not groups:
+        raise ValueError(f"tag groups {sizes}: need a group with two or more tags for wrong tags")
+    return groups
+
+
 def wrong_tags_one_group(
     labels: torch.Tensor,  # [B, K] concatenated one-hots (the right tags)
     group_sizes: Sequence[int],
@@ -244,23 +275,31 @@ def wrong_tags_one_group(
     the eyes; here half of the wrong pairs have the right hair and a wrong eye colour.
     """
     sizes = list(group_sizes)
-    if max(sizes, default=0) < 2:
-        raise ValueError(f"tag groups {sizes}: need a group with two or more tags for wrong tags")
-    b, device = labels.shape[0], labels.device
-    right = group_indices(labels, sizes)  # [B, G]
-    gdev = generator.device if generator is not None else device
+    _changeable(sizes)
+    b = labels.shape[0]
+    gdev = generator.device if generator is not None else labels.device
     can = torch.tensor([float(n >= 2) for n in sizes], device=gdev).expand(b, -1)
-    group = torch.multinomial(can, 1, generator=generator).squeeze(1).to(device)  # [B]
-    rows = torch.arange(b, device=device)
-    n = torch.tensor(sizes, device=device)[group]  # [B] tags in the chosen group
-    cur = right[rows, group]
-    u = torch.rand(b, generator=generator, device=gdev).to(device)
-    other = (u * (n - 1)).long().clamp(max=n - 2)  # uniform over the n - 1 other tags
-    other = other + (other >= cur).long()
-    anyone = (u * n).long().clamp(max=n - 1)  # untagged: uniform over all n
-    new = right.clone()
-    new[rows, group] = torch.where(cur >= 0, other, anyone)
-    return one_hots(new, sizes, like=labels)
+    group = torch.multinomial(can, 1, generator=generator).squeeze(1).to(labels.device)  # [B]
+    return _change_group(labels, sizes, group, generator)
+
+
+def wrong_tags_each_group(
+    labels: torch.Tensor,  # [B, K] concatenated one-hots (the right tags)
+    group_sizes: Sequence[int],
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One wrong draw per tag group, each changing that group only: [n * B, K], draw-major.
+
+    Every real image is scored once with a wrong hair colour (its eyes kept) and once
+    with a wrong eye colour (its hair kept), where ``one_group`` shows each image one
+    of the two: every group gets the signal of every row. D's trunk still runs once;
+    only its head scores the extra rows, and the loss averages over the draws.
+    """
+    sizes = list(group_sizes)
+    b = labels.shape[0]
+    return torch.cat([_change_group(labels, sizes, torch.full((b,), gi, dtype=torch.long,
+                                                              device=labels.device), generator)
+                      for gi in _changeable(sizes)])
 
 
 def wrong_tags_mixed(
@@ -278,7 +317,7 @@ def wrong_tags_mixed(
 
 # loss.wrong_tags -> how the matching-aware case draws its wrong tags
 WRONG_TAGS = {"uniform": wrong_tags, "one_group": wrong_tags_one_group,
-              "mixed": wrong_tags_mixed}
+              "mixed": wrong_tags_mixed, "each_group": wrong_tags_each_group}
 
 
 def aux_loss(

@@ -18,6 +18,9 @@ head per conditioning mode (registry ``HEADS``, chosen by ``model.cond``):
   the flattened 4x4 features, so the tag term can look at where hair and eyes are.
 - ``acgan`` (report 004): the unconditional logit plus one classifier per tag
   group (bottleneck 4x4 conv + LeakyReLU, then Linear -> LeakyReLU -> Linear).
+- ``projection_acgan``: the projection logit plus ``acgan``'s classifiers, so D
+  both scores the (image, tags) pair and names each group's tag; the classifiers'
+  loss (``loss.aux``) gives G a direct per-group signal on every fake.
 """
 
 from __future__ import annotations
@@ -199,24 +202,45 @@ class ProjectionHead(Head):
         return self.out(h).flatten() + inner, None
 
 
+def _add_classifiers(head: Head, in_ch: int, group_sizes: list[int], cfg: ModelConfig) -> None:
+    """ACGAN's tag classifiers on ``head`` (report 004): ``bottleneck`` Conv2d(C, C, 4) +
+    LeakyReLU -> [B, C], then per group Linear -> LeakyReLU -> Linear (``classifiers``)."""
+    sn = cfg.spectral_norm
+    head.bottleneck = nn.Sequential(maybe_sn(nn.Conv2d(in_ch, in_ch, 4, 1, 0), sn),
+                                    nn.LeakyReLU(0.2, True))
+    head.classifiers = nn.ModuleList(
+        nn.Sequential(maybe_sn(nn.Linear(in_ch, cfg.d_hidden), sn),
+                      nn.LeakyReLU(0.2, True),
+                      maybe_sn(nn.Linear(cfg.d_hidden, n), sn))  # [B, n_g] logits
+        for n in group_sizes)
+
+
+def _classify(head: Head, h: torch.Tensor) -> list[torch.Tensor]:
+    b = head.bottleneck(h).flatten(1)  # [B, C]
+    return [c(b) for c in head.classifiers]
+
+
 class ACGANHead(Head):
     scores_tags = False  # the tags are classified, not scored
 
     def __init__(self, in_ch, group_sizes, cfg, bias):
         super().__init__(in_ch, group_sizes, cfg, bias)
-        sn = cfg.spectral_norm
-        self.out = maybe_sn(nn.Conv2d(in_ch, 1, 4, 1, 0, bias=bias), sn)
-        self.bottleneck = nn.Sequential(  # report 004: Conv2d(C, C, 4) + LeakyReLU -> [B, C]
-            maybe_sn(nn.Conv2d(in_ch, in_ch, 4, 1, 0), sn), nn.LeakyReLU(0.2, True))
-        self.classifiers = nn.ModuleList(
-            nn.Sequential(maybe_sn(nn.Linear(in_ch, cfg.d_hidden), sn),
-                          nn.LeakyReLU(0.2, True),
-                          maybe_sn(nn.Linear(cfg.d_hidden, n), sn))  # [B, n_g] logits
-            for n in group_sizes)
+        self.out = maybe_sn(nn.Conv2d(in_ch, 1, 4, 1, 0, bias=bias), cfg.spectral_norm)
+        _add_classifiers(self, in_ch, group_sizes, cfg)
 
     def forward(self, h, tags):
-        b = self.bottleneck(h).flatten(1)  # [B, C]
-        return self.out(h).flatten(), [c(b) for c in self.classifiers]
+        return self.out(h).flatten(), _classify(self, h)
+
+
+class ProjectionACGANHead(ProjectionHead):
+    """The projection score plus ACGAN's per-group classifiers."""
+
+    def __init__(self, in_ch, group_sizes, cfg, bias):
+        super().__init__(in_ch, group_sizes, cfg, bias)
+        _add_classifiers(self, in_ch, group_sizes, cfg)
+
+    def forward(self, h, tags):
+        return super().forward(h, tags)[0], _classify(self, h)
 
 
 HEADS: dict[str, type[Head]] = {
@@ -225,6 +249,7 @@ HEADS: dict[str, type[Head]] = {
     "dense": DenseHead,
     "projection": ProjectionHead,
     "acgan": ACGANHead,
+    "projection_acgan": ProjectionACGANHead,
 }
 
 
@@ -252,6 +277,8 @@ class Discriminator(nn.Module):
 
         The matching-aware loss scores real images with their own and with wrong
         tags; the image trunk (nearly all of D's cost) runs once for both.
+        ``wrong_tags`` may hold several draws, [n * B, K] draw-major: the head then
+        scores the same features under each, and ``score_wrong`` is [n * B].
         """
         if tags is None and self.head.scores_tags:
             raise ValueError(f"model.cond={self.cond!r}: D needs tags [B, {sum(self.group_sizes)}]")
@@ -262,7 +289,13 @@ class Discriminator(nn.Module):
         if self.mbstd is not None:
             h = self.mbstd(h)  # [B, C+1, 4, 4]
         score, aux = self.head(h, tags)
-        score_wrong = self.head(h, wrong_tags)[0] if wrong_tags is not None else None
+        score_wrong = None
+        if wrong_tags is not None:
+            draws, rest = divmod(wrong_tags.shape[0], h.shape[0])
+            if rest or not draws:
+                raise ValueError(f"wrong_tags has {wrong_tags.shape[0]} rows; expected a "
+                                 f"multiple of the {h.shape[0]} images")
+            score_wrong = self.head(h.repeat(draws, 1, 1, 1) if draws > 1 else h, wrong_tags)[0]
         return DOutput(score, aux, features, score_wrong)
 
 
