@@ -231,6 +231,7 @@ def one_hots(idx: torch.Tensor, group_sizes: Sequence[int], like: torch.Tensor) 
 
 def _change_group(
     labels: torch.Tensor,  # [B, K] concatenated one-hots (the right tags)
+    right: torch.Tensor,  # [B, G] their per-group indices (group_indices)
     sizes: list[int],
     group: torch.Tensor,  # long [B]: the group each row changes
     generator: torch.Generator | None,
@@ -238,7 +239,6 @@ def _change_group(
     """``labels`` with each row's ``group`` moved to another of its tags, drawn uniformly
     (an untagged chosen group gets any of its tags); the other groups kept."""
     b, device = labels.shape[0], labels.device
-    right = group_indices(labels, sizes)  # [B, G]
     gdev = generator.device if generator is not None else device
     rows = torch.arange(b, device=device)
     n = torch.tensor(sizes, device=device)[group]  # [B] tags in the chosen group
@@ -275,12 +275,13 @@ def wrong_tags_one_group(
     the eyes; here half of the wrong pairs have the right hair and a wrong eye colour.
     """
     sizes = list(group_sizes)
-    _changeable(sizes)
     b = labels.shape[0]
     gdev = generator.device if generator is not None else labels.device
-    can = torch.tensor([float(n >= 2) for n in sizes], device=gdev).expand(b, -1)
-    group = torch.multinomial(can, 1, generator=generator).squeeze(1).to(labels.device)  # [B]
-    return _change_group(labels, sizes, group, generator)
+    can = torch.zeros(len(sizes), device=gdev)
+    can[_changeable(sizes)] = 1.0
+    group = torch.multinomial(can.expand(b, -1), 1, generator=generator).squeeze(1)  # [B]
+    return _change_group(labels, group_indices(labels, sizes), sizes, group.to(labels.device),
+                         generator)
 
 
 def wrong_tags_each_group(
@@ -296,9 +297,11 @@ def wrong_tags_each_group(
     only its head scores the extra rows, and the loss averages over the draws.
     """
     sizes = list(group_sizes)
-    b = labels.shape[0]
-    return torch.cat([_change_group(labels, sizes, torch.full((b,), gi, dtype=torch.long,
-                                                              device=labels.device), generator)
+    right = group_indices(labels, sizes)  # [B, G], shared by the draws
+    b, device = labels.shape[0], labels.device
+    return torch.cat([_change_group(labels, right, sizes,
+                                    torch.full((b,), gi, dtype=torch.long, device=device),
+                                    generator)
                       for gi in _changeable(sizes)])
 
 

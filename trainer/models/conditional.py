@@ -146,6 +146,10 @@ class Head(nn.Module):
                 tags: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         raise NotImplementedError
 
+    def score(self, h: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+        """The score alone: what the matching-aware case reads for wrong tags."""
+        return self(h, tags)[0]
+
 
 class UnconditionalHead(Head):
     conditional = scores_tags = False
@@ -240,7 +244,10 @@ class ProjectionACGANHead(ProjectionHead):
         _add_classifiers(self, in_ch, group_sizes, cfg)
 
     def forward(self, h, tags):
-        return super().forward(h, tags)[0], _classify(self, h)
+        return self.score(h, tags), _classify(self, h)
+
+    def score(self, h, tags):  # the classifiers' output would be dropped: not run
+        return super().forward(h, tags)[0]
 
 
 HEADS: dict[str, type[Head]] = {
@@ -295,7 +302,8 @@ class Discriminator(nn.Module):
             if rest or not draws:
                 raise ValueError(f"wrong_tags has {wrong_tags.shape[0]} rows; expected a "
                                  f"multiple of the {h.shape[0]} images")
-            score_wrong = self.head(h.repeat(draws, 1, 1, 1) if draws > 1 else h, wrong_tags)[0]
+            score_wrong = self.head.score(h.repeat(draws, 1, 1, 1) if draws > 1 else h,
+                                          wrong_tags)
         return DOutput(score, aux, features, score_wrong)
 
 

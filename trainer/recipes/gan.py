@@ -87,14 +87,14 @@ class GanRecipe(Recipe):
         wrong = (WRONG_TAGS[lc.wrong_tags](labels, self.group_sizes).to(real.dtype)
                  if lc.matching_aware else None)
         if lc.joint_batch:  # one forward: D's BatchNorm normalises real and fake together
-            b = real.shape[0]
-            draws = None if wrong is None else [_cat(w, tags) for w in wrong.split(b)]
-            out = D(torch.cat([real, fake]), _cat(tags, tags),
-                    None if draws is None else torch.cat(draws))
+            b = real.shape[0]  # each wrong draw's rows: b real, then b fake (scored, dropped)
+            wrong_rows = (None if wrong is None else
+                          torch.cat([torch.cat([w, tags]) for w in wrong.split(b)]))
+            out = D(torch.cat([real, fake]), _cat(tags, tags), wrong_rows)
             out_real, out_fake = out._replace(score_wrong=None).split(b)
-            if out.score_wrong is not None:  # each draw's rows: b real, then b fake (dropped)
+            if out.score_wrong is not None:
                 out_real = out_real._replace(
-                    score_wrong=out.score_wrong.view(len(draws), 2 * b)[:, :b].reshape(-1))
+                    score_wrong=out.score_wrong.view(-1, 2 * b)[:, :b].reshape(-1))
         else:
             out_real = D(real, tags, wrong)  # the trunk runs once for right and wrong tags
             out_fake = D(fake, tags)
