@@ -22,6 +22,7 @@ from trainer.losses import (
     tv_excess_loss,
     wrong_tags,
     wrong_tags_each_group,
+    wrong_tags_every_tag,
     wrong_tags_mixed,
     wrong_tags_one_group,
 )
@@ -261,6 +262,29 @@ def test_each_group_wrong_tags_are_one_draw_per_group_each_changing_that_group()
     assert (eyes_draw[:, 0] == 1).all() and (eyes_draw[:, 1] >= 0).all()
     with pytest.raises(ValueError, match="two or more tags"):
         wrong_tags_each_group(torch.ones(3, 2), [1, 1])
+
+
+def test_every_tag_wrong_tags_are_each_wrong_tag_of_each_group_once():
+    right = onehots([(0, 0), (2, 1), (3, 2)])  # b = 3
+    b, sizes = 3, GROUPS
+    wrong = wrong_tags_every_tag(right, sizes)
+    n_draws = sum(n - 1 for n in sizes)
+    assert wrong.shape == (n_draws * b, sum(sizes))
+    ri = group_indices(right, sizes)
+    draws = [group_indices(d, sizes) for d in wrong.split(b)]
+    for gi, blocks in enumerate((draws[:sizes[0] - 1], draws[sizes[0] - 1:])):
+        stacked = torch.stack(blocks)  # [n_g - 1, b, G]: this group's draws
+        assert (stacked[..., 1 - gi] == ri[:, 1 - gi]).all()  # the other group kept
+        for row in range(b):  # each wrong tag exactly once, never the right one
+            seen = sorted(stacked[:, row, gi].tolist())
+            assert seen == [t for t in range(sizes[gi]) if t != ri[row, gi]]
+    assert wrong.sum(dim=1).eq(2).all()  # one tag per group, still one-hot
+    untagged = onehots([(1, 0)] * 2)
+    untagged[:, GROUPS[0]:] = 0  # eyes untagged: scored with all but one eye tag, hair kept
+    eyes = group_indices(wrong_tags_every_tag(untagged, sizes)[2 * (sizes[0] - 1):], sizes)
+    assert (eyes[:, 0] == 1).all() and len(set(eyes[:, 1].tolist())) == sizes[1] - 1
+    with pytest.raises(ValueError, match="two or more tags"):
+        wrong_tags_every_tag(torch.ones(3, 2), [1, 1])
 
 
 def test_mixed_wrong_tags_draw_half_the_rows_each_way():

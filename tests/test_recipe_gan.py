@@ -233,6 +233,36 @@ def test_each_group_scores_every_real_image_once_per_group(setup):
     assert torch.allclose(logs["d_wrong"], real_rows.mean(), atol=1e-6)
 
 
+@pytest.mark.parametrize("setup", ["cgan_spatial_bce", "projection_joint_batch"])
+def test_every_tag_scores_each_real_image_with_all_its_wrong_tags(setup):
+    r = make(*SETUPS[setup], "loss.wrong_tags=every_tag")
+    D, seen = r.models["D"], []
+    forward = D.forward
+
+    def spy(x, tags=None, wrong_tags=None):
+        out = forward(x, tags, wrong_tags)
+        if wrong_tags is not None:
+            seen.append((x, tags, wrong_tags, out))
+        return out
+
+    D.forward = spy
+    b = 8
+    logs = run_phase(r, "D", batch(b))
+    (x, tags, wrong, out), = seen
+    n, draws = x.shape[0], sum(k - 1 for k in r.group_sizes)
+    assert wrong.shape[0] == draws * n
+    right = group_indices(tags[:b], r.group_sizes)
+    per_row = torch.stack([group_indices(w[:b], r.group_sizes) for w in wrong.split(n)])
+    for gi, k in enumerate(r.group_sizes):  # every other tag of the group once per image
+        only_gi = (per_row[..., gi] != right[:, gi]) & (per_row[..., 1 - gi] == right[:, 1 - gi])
+        for row in range(b):
+            tags_seen = sorted(per_row[only_gi[:, row], row, gi].tolist())
+            assert tags_seen == [t for t in range(k) if t != right[row, gi]]
+    assert per_row.shape[0] == sum(k - 1 for k in r.group_sizes)  # and no other draw
+    real_rows = out.score_wrong.view(draws, n)[:, :b]
+    assert torch.allclose(logs["d_wrong"], real_rows.mean(), atol=1e-6)
+
+
 @pytest.mark.parametrize("draw, max_changed", [("uniform", 2), ("one_group", 1)])
 def test_the_d_phase_draws_wrong_tags_as_loss_wrong_tags_says(draw, max_changed):
     r = make(*SETUPS["cgan_spatial_bce"], f"loss.wrong_tags={draw}")

@@ -66,6 +66,8 @@ class ModelConfig:
     #                                sampling: soft (softmax mix) | hard (its most likely
     #                                colour) | vote (most likely over its 3x3 neighbourhood)
     #                                | vote_lines (the same, its own vote x5: keeps lines)
+    g_palette_tags: bool = False  # with g_palette, one more colour per tag group: a learnt
+    #                                RGB per tag, that of the image's tag (colour tags)
     hier_z: bool = False  # resnet G: split z over the blocks' conditional BatchNorms (BigGAN)
 
 
@@ -77,6 +79,7 @@ class LossConfig:
     matching_aware: bool = False  # add the (real image, wrong tags) case to D
     wrong_weight: float = 1.0  # weight of that case
     wrong_tags: str = "uniform"  # uniform | one_group (one tag changed) | mixed | each_group
+    #                               | every_tag (all the wrong tags of every group)
     aux: float = 1.0  # ACGAN auxiliary classification weight (D and G)
     l1: float = 0.0  # G: L1 between fake and real images of the same tags (report 000)
     feature_matching: float = 0.0  # G: L2 between mean D features of real and fake
@@ -329,6 +332,10 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"model.g_palette={cfg.model.g_palette}: expected 0 (RGB output) or "
                           f"K >= 2 colours, on the dcgan trunk without model.g_skip (got "
                           f"model.arch={cfg.model.arch!r}, model.g_skip={cfg.model.g_skip})")
+    if cfg.model.g_palette_tags and not (cfg.model.g_palette and cfg.model.cond != "none"):
+        raise ConfigError(f"model.g_palette_tags needs a palette output (model.g_palette=K) "
+                          f"and tags (model.cond other than none; got model.g_palette="
+                          f"{cfg.model.g_palette}, model.cond={cfg.model.cond!r})")
     if cfg.model.g_palette_pick != "soft" and not cfg.model.g_palette:
         raise ConfigError(f"model.g_palette_pick={cfg.model.g_palette_pick!r} needs a palette "
                           f"output (model.g_palette=K)")

@@ -305,6 +305,32 @@ def wrong_tags_each_group(
                       for gi in _changeable(sizes)])
 
 
+def wrong_tags_every_tag(
+    labels: torch.Tensor,  # [B, K] concatenated one-hots (the right tags)
+    group_sizes: Sequence[int],
+    generator: torch.Generator | None = None,  # unused: nothing is drawn
+) -> torch.Tensor:
+    """Every wrong tag of every group, each changing that group only: [sum(n - 1) * B, K],
+    draw-major (group by group, then the tags after the right one in turn).
+
+    ``each_group`` shows each image one wrong hair colour and one wrong eye colour per
+    step; here it is scored with all 11 wrong hair colours and all 9 wrong eye colours,
+    so D compares every image's eyes with every other eye colour at every step, as a
+    classifier's softmax does. Only D's head scores the rows (the trunk runs once), and
+    the loss averages over them, so the wrong pairs weigh what they weigh with one draw.
+    An untagged group is scored with all but one of its tags.
+    """
+    sizes = list(group_sizes)
+    right = group_indices(labels, sizes)  # [B, G]
+    out = []
+    for gi in _changeable(sizes):
+        for shift in range(1, sizes[gi]):
+            new = right.clone()
+            new[:, gi] = (right[:, gi].clamp(min=0) + shift) % sizes[gi]
+            out.append(one_hots(new, sizes, like=labels))
+    return torch.cat(out)
+
+
 def wrong_tags_mixed(
     labels: torch.Tensor,  # [B, K] concatenated one-hots (the right tags)
     group_sizes: Sequence[int],
@@ -320,7 +346,8 @@ def wrong_tags_mixed(
 
 # loss.wrong_tags -> how the matching-aware case draws its wrong tags
 WRONG_TAGS = {"uniform": wrong_tags, "one_group": wrong_tags_one_group,
-              "mixed": wrong_tags_mixed, "each_group": wrong_tags_each_group}
+              "mixed": wrong_tags_mixed, "each_group": wrong_tags_each_group,
+              "every_tag": wrong_tags_every_tag}
 
 
 def aux_loss(
