@@ -139,12 +139,12 @@ def build_subject(source: str, out: Path, tiny: bool, precisions: list[str]) -> 
         cfg = load_config(source, over)
         if cfg.recipe == "stargan":
             vocab: Any = Domains(tuple(cfg.data.attrs), ())
-            cond: Any = vocab.n_domains
+            n_cond = vocab.n_domains
         else:
             vocab = mlds_vocab() if cfg.model.cond != "none" else None  # the avatars' tags
-            cond = tuple(vocab.group_sizes) if vocab else 0
+            n_cond = vocab.n_tags if vocab else 0
         torch.manual_seed(0)
-        model = build_generator(cfg, cond)
+        model = build_generator(cfg, n_cond)
         calibrate_norms(model, signature(cfg, vocab), batches=2 if tiny else 4,
                         batch=8 if tiny else 32)
     model = model.eval()

@@ -50,7 +50,7 @@ def costs(overrides: list[str], size: int) -> dict[str, float]:
     from trainer.models import build_discriminator, build_generator
 
     cfg = load_config(None, [*overrides, f"data.size={size}", "model.cond=projection"])
-    G, D = build_generator(cfg, GROUPS).eval(), build_discriminator(cfg, GROUPS).eval()
+    G, D = build_generator(cfg, sum(GROUPS)).eval(), build_discriminator(cfg, GROUPS).eval()
     tags = torch.zeros(1, sum(GROUPS))
     tags[0, 0] = tags[0, GROUPS[0]] = 1
     with torch.no_grad():

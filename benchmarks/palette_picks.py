@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                                                "model.g_ch=8", "model.d_ch=8"])
             dataset = load_dataset(data, size=32)
             torch.manual_seed(0)
-            G, step, name = build_generator(cfg, dataset.vocab.group_sizes).eval(), 0, "tiny"
+            G, step, name = build_generator(cfg, dataset.labels.shape[1]).eval(), 0, "tiny"
             n, cache = 16, Path(tmp) / "cache"
         else:
             try:

@@ -179,7 +179,7 @@ def reference_step(cfg: Any, levers: frozenset[str], group_sizes: list[int],
     mc, nz = cfg.model, cfg.model.z_dim
     conditional = mc.cond != "none"
     if conditional:  # the project's networks for the preset, fp32
-        netG, netD = build_generator(cfg, group_sizes), build_discriminator(cfg, group_sizes)
+        netG, netD = build_generator(cfg, sum(group_sizes)), build_discriminator(cfg, group_sizes)
     else:
         if cfg.data.size != 64 or mc.arch != "dcgan":
             raise SystemExit("the reference DCGAN is main.py's 64 px network: use data.size=64 "

@@ -75,6 +75,20 @@ def test_rebuilt_when_the_source_changes(data: Path, tmp_path: Path):
     assert len(entries(tmp_path / "c")) == 1
 
 
+def test_a_symlinked_folder_shares_the_entry(data: Path, tmp_path: Path, monkeypatch):
+    first = load_dataset(data, size=32, cache_dir=tmp_path / "c")
+    link = tmp_path / "work" / "data"
+    link.parent.mkdir()
+    link.symlink_to(data, target_is_directory=True)
+
+    def fail(*_):
+        raise AssertionError("decoded again")
+    monkeypatch.setattr(cache_mod, "_decode_chunk", fail)
+    linked = load_dataset(link, size=32, cache_dir=tmp_path / "c")  # reused, not rebuilt
+    assert linked.cache_file == first.cache_file and first.cache_file.exists()
+    assert linked.images.equal(first.images) and len(entries(tmp_path / "c")) == 1
+
+
 def test_limit_keeps_its_own_entry(data: Path, tmp_path: Path):
     full = load_dataset(data, size=32, cache_dir=tmp_path / "c")
     tiny = load_dataset(data, size=32, cache_dir=tmp_path / "c", limit=10)

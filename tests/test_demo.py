@@ -54,7 +54,7 @@ def build_models(folder: Path) -> Path:
     tiny = [f"data.size={SIZE}", "model.g_ch=8", "model.d_ch=8", "model.z_dim=8"]
     cfg = load_config(None, [*tiny, "model.cond=projection", "model.tag_embed=8"])
     vocab = mlds_vocab()
-    export_generator(build_generator(cfg, vocab.group_sizes), cfg, vocab, folder / "cgan.onnx",
+    export_generator(build_generator(cfg, vocab.n_tags), cfg, vocab, folder / "cgan.onnx",
                      step=7, config_hash="0" * 64, batches=(1, 2))
     cfg = load_config(None, [*tiny, "recipe=stargan", "model.arch=stargan",
                              "model.repeat_num=1", "model.d_repeat_num=2"])

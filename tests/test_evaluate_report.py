@@ -38,7 +38,7 @@ def make_run(run: Path, preset: str, data: Path, overrides: list[str], step: int
     ckpt = run / "checkpoints" / checkpoint_name(step)
     ckpt.mkdir(parents=True)
     torch.manual_seed(0)
-    G = build_generator(cfg, ds.vocab.group_sizes)
+    G = build_generator(cfg, ds.labels.shape[1])
     save_file({k: v.contiguous() for k, v in G.state_dict().items()}, str(ckpt / EMA_FILE))
     (ckpt / META_FILE).write_text(json.dumps({"step": step}))
     (run / "checkpoints" / "latest").write_text(ckpt.name)

@@ -437,48 +437,6 @@ def test_palette_generator_paints_from_its_own_colours():
     assert G.net.palette.colours[0].weight.grad.abs().sum() > 0
 
 
-def test_palette_tags_add_one_colour_per_group_that_follows_its_own_tag_only():
-    cfg = cfg_of("data.size=32", "model.g_ch=8", "model.z_dim=16", "model.cond=projection",
-                 "model.g_palette=4", "model.g_palette_tags=true")
-    G = build_generator(cfg, GROUPS).eval()
-    assert G.net.main[-1].out_channels == 4 + len(GROUPS)  # the groups' colours get logits too
-    plain = build_generator(cfg_of("data.size=32", "model.g_ch=8", "model.z_dim=16",
-                                   "model.cond=projection", "model.g_palette=4"), GROUPS)
-    per_logit = n_params(plain.net.main[-1]) // 4  # the output layer's parameters per channel
-    assert n_params(G) - n_params(plain) == len(GROUPS) * per_logit + 3 * K  # + an RGB per tag
-    colours = G.net.palette.tag_colours
-    t = tags_for(4)  # rows 0..3: hair 0..3, eyes 0..3
-    c = colours(t)
-    assert c.shape == (4, len(GROUPS), 3) and c.abs().max() < 1.0
-    table = torch.tanh(colours.table.detach())
-    for i in range(4):  # group 0 is the row's hair tag's colour, group 1 its eye tag's
-        assert torch.allclose(c[i, 0], table[i]) and torch.allclose(c[i, 1], table[12 + i])
-    other_eyes = t.clone()
-    other_eyes[:, 12:] = torch.roll(t[:, 12:], 1, dims=1)
-    c2 = colours(other_eyes)
-    assert torch.equal(c2[:, 0], c[:, 0]) and not torch.allclose(c2[:, 1], c[:, 1])
-    untagged = t.clone()
-    untagged[:, 12:] = 0  # no eye tag: grey, the hair colour unchanged
-    c3 = colours(untagged)
-    assert torch.equal(c3[:, 1], torch.zeros(4, 3)) and torch.equal(c3[:, 0], c[:, 0])
-    z = torch.randn(4, 16)
-    h = torch.cat([z, G.proj(t)], dim=1)
-    with torch.no_grad():  # a pixel confident in entry 4 + g is painted in group g's colour
-        for g in range(len(GROUPS)):
-            logits = torch.zeros(4, 4 + len(GROUPS), 32, 32)
-            logits[:, 4 + g] = 50.0
-            flat = G.net.palette(logits, h, t)
-            assert torch.allclose(flat, c[:, g, :, None, None].expand_as(flat), atol=1e-6)
-    G.train()
-    G(z, t).square().mean().backward()  # the table learns through the generator
-    assert colours.table.grad[:4].abs().sum() > 0 and colours.table.grad[12:16].abs().sum() > 0
-    assert colours.table.grad[4:12].abs().sum() == 0  # tags no row has get no gradient
-    with pytest.raises(ValueError, match="tags"):
-        G.net.palette(logits, h)
-    with pytest.raises(ConfigError, match="g_palette_tags needs the tag groups"):
-        build_generator(cfg, K)  # only the number of tags
-
-
 def test_palette_picks_the_most_likely_colour_when_asked():
     """pick=hard: softmax mix in training (every colour gets a gradient), exactly one
     palette colour per pixel when sampling."""
@@ -563,9 +521,7 @@ def test_palette_vote_lines_keeps_a_one_pixel_line():
                                  ("model.g_palette_pick=hard",),
                                  ("model.g_palette=8", "model.g_palette_pick=argmax"),
                                  ("model.g_palette=8", "model.arch=ml2020"),
-                                 ("model.g_palette=8", "model.arch=resnet"),
-                                 ("model.g_palette_tags=true", "model.cond=projection"),
-                                 ("model.g_palette=8", "model.g_palette_tags=true")])
+                                 ("model.g_palette=8", "model.arch=resnet")])
 def test_palette_is_refused_where_it_does_not_apply(bad):
     with pytest.raises(ConfigError, match="g_palette"):
         cfg_of(*bad)

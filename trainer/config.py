@@ -66,8 +66,6 @@ class ModelConfig:
     #                                sampling: soft (softmax mix) | hard (its most likely
     #                                colour) | vote (most likely over its 3x3 neighbourhood)
     #                                | vote_lines (the same, its own vote x5: keeps lines)
-    g_palette_tags: bool = False  # with g_palette, one more colour per tag group: a learnt
-    #                                RGB per tag, that of the image's tag (colour tags)
     hier_z: bool = False  # resnet G: split z over the blocks' conditional BatchNorms (BigGAN)
 
 
@@ -332,10 +330,6 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"model.g_palette={cfg.model.g_palette}: expected 0 (RGB output) or "
                           f"K >= 2 colours, on the dcgan trunk without model.g_skip (got "
                           f"model.arch={cfg.model.arch!r}, model.g_skip={cfg.model.g_skip})")
-    if cfg.model.g_palette_tags and not (cfg.model.g_palette and cfg.model.cond != "none"):
-        raise ConfigError(f"model.g_palette_tags needs a palette output (model.g_palette=K) "
-                          f"and tags (model.cond other than none; got model.g_palette="
-                          f"{cfg.model.g_palette}, model.cond={cfg.model.cond!r})")
     if cfg.model.g_palette_pick != "soft" and not cfg.model.g_palette:
         raise ConfigError(f"model.g_palette_pick={cfg.model.g_palette_pick!r} needs a palette "
                           f"output (model.g_palette=K)")

@@ -6,7 +6,7 @@ StarGAN?" about:
 - ``choices``: the config values it implements (``model.arch`` and its own options);
   ``trainer.config`` validates against them, and a ``model.arch`` pairs with the
   family that lists it;
-- ``accepts`` / ``labels`` / ``cond``: which labels (vocab.json) its runs train on;
+- ``accepts`` / ``labels`` / ``n_cond``: which labels (vocab.json) its runs train on;
 - ``generator`` / ``discriminator`` / ``recipe``: its networks and training recipe;
 - ``graph``: what its exported ONNX generator takes and gives;
 - ``evaluation``: the module with its metrics (``probe``, ``evaluate``,
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from trainer.recipes.base import Recipe
 
 Labels = Any  # trainer.data.vocab.Vocab | Domains | None
-Cond = int | tuple[int, ...]  # the generator's condition vector: its length, or its tag groups' sizes
 
 
 @dataclass(frozen=True)
@@ -52,8 +51,8 @@ class Family:
     choices: Callable[[], dict[str, tuple[str, ...]]]  # config key -> values it implements
     accepts: Callable[[Labels], bool]  # whether a run folder's labels are of this family
     labels: Callable[[TrainConfig, Any], Labels]  # (cfg, dataset) -> the labels it trains on
-    cond: Callable[[Labels], Cond]  # the generator's condition (see ``Cond``)
-    generator: Callable[[TrainConfig, Cond], nn.Module]  # (cfg, cond)
+    n_cond: Callable[[Labels], int]  # length of the generator's condition vector
+    generator: Callable[[TrainConfig, int], nn.Module]  # (cfg, n_cond)
     discriminator: Callable[[TrainConfig, list[int], Any], nn.Module]  # (cfg, groups, augment)
     recipe: Callable[[TrainConfig, Labels, int], Recipe]  # (cfg, labels, image size)
     graph: Callable[[TrainConfig, Labels], GraphIO]  # ConfigError if the labels do not fit
@@ -116,10 +115,10 @@ def _gan_graph(cfg: TrainConfig, labels: Labels) -> GraphIO:
     return GraphIO({**z, "tags": (labels.n_tags,)}, "image", tuple(labels.group_sizes))
 
 
-def _gan_generator(cfg: TrainConfig, cond: Cond) -> nn.Module:
+def _gan_generator(cfg: TrainConfig, n_cond: int) -> nn.Module:
     from trainer.models.conditional import build_tag_generator
 
-    return build_tag_generator(cfg, cond)
+    return build_tag_generator(cfg, n_cond)
 
 
 def _gan_discriminator(cfg: TrainConfig, group_sizes: list[int], augment: Any) -> nn.Module:
@@ -167,10 +166,10 @@ def _stargan_graph(cfg: TrainConfig, labels: Labels) -> GraphIO:
     return GraphIO({"image": (3, s, s), "domains": (labels.n_domains,)}, "translated")
 
 
-def _stargan_generator(cfg: TrainConfig, cond: Cond) -> nn.Module:
+def _stargan_generator(cfg: TrainConfig, n_cond: int) -> nn.Module:
     from trainer.models.stargan import build_stargan_generator
 
-    return build_stargan_generator(cfg, cond if isinstance(cond, int) else sum(cond))
+    return build_stargan_generator(cfg, n_cond)
 
 
 def _stargan_discriminator(cfg: TrainConfig, group_sizes: list[int], augment: Any) -> nn.Module:
@@ -196,7 +195,7 @@ _STARGAN_LOSS = (*_SHARED_LOSS, "lambda_cls", "lambda_rec", "lambda_mask", "lamb
 
 FAMILIES: dict[str, Family] = {
     "gan": Family("gan", _gan_choices, _gan_accepts, _gan_labels,
-                  lambda labels: () if labels is None else tuple(labels.group_sizes),
+                  lambda labels: 0 if labels is None else labels.n_tags,
                   _gan_generator, _gan_discriminator, _gan_recipe, _gan_graph,
                   "trainer.evaluate.gan_metrics", _GAN_LOSS),
     "stargan": Family("stargan", _stargan_choices, _stargan_accepts, _stargan_labels,

@@ -200,7 +200,7 @@ def load_generator(run_dir: str | Path, checkpoint: str | Path | None = None) ->
     weights = ckpt / EMA_FILE
     if not weights.is_file():
         raise RunError(f"{ckpt}: no {EMA_FILE}; not a tagface generator checkpoint")
-    model = build_generator(cfg, family_of(cfg).cond(vocab))
+    model = build_generator(cfg, family_of(cfg).n_cond(vocab))
     load_weights(model, weights, f"{cfg.model.arch} generator")
     model.eval()
     return LoadedGenerator(model, cfg, vocab, int(read_meta(ckpt)["step"]), ckpt)

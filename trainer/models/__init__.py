@@ -11,8 +11,6 @@ StarGAN (``stargan``, trainer/models/stargan.py):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from torch import nn
 
 from trainer.augment import build_augment
@@ -25,13 +23,12 @@ __all__ = ["DOutput", "Discriminator", "Generator", "build_discriminator", "buil
            "is_conditional"]
 
 
-def build_generator(cfg: TrainConfig, cond: int | Sequence[int]) -> nn.Module:
-    """The generator of ``cfg``. ``cond``: the tag groups' sizes, or the length of the tag (or
-    StarGAN domain) vector (enough for every tag GAN but ``model.g_palette_tags``).
+def build_generator(cfg: TrainConfig, n_cond: int) -> nn.Module:
+    """The generator of ``cfg``. ``n_cond``: length of the tag (or StarGAN domain) vector.
 
-    An unconditional tag-GAN config (``model.cond=none``) ignores ``cond``.
+    An unconditional tag-GAN config (``model.cond=none``) ignores ``n_cond``.
     """
-    return family_of(cfg).generator(cfg, cond if isinstance(cond, int) else tuple(cond))
+    return family_of(cfg).generator(cfg, n_cond)
 
 
 def build_discriminator(cfg: TrainConfig, group_sizes: list[int]) -> nn.Module:

@@ -25,8 +25,6 @@ head per conditioning mode (registry ``HEADS``, chosen by ``model.cond``):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
@@ -91,8 +89,7 @@ class Generator(nn.Module):
     conditional BatchNorms (SNGAN-projection, BigGAN).
     """
 
-    def __init__(self, cfg: ModelConfig, image_size: int, n_cond: int = 0,
-                 group_sizes: Sequence[int] = ()):
+    def __init__(self, cfg: ModelConfig, image_size: int, n_cond: int = 0):
         super().__init__()
         self.z_dim = cfg.z_dim
         self.n_cond = n_cond  # 0: unconditional (tags ignored)
@@ -102,16 +99,11 @@ class Generator(nn.Module):
         proj_cls = TagProjection if self.joint else TagEmbedding
         self.proj = proj_cls(n_cond, cfg.tag_embed) if n_cond else None
         e_dim = self.proj.out_dim if self.proj is not None else 0
-        self.tag_colours = bool(cfg.g_palette_tags and n_cond)  # the trunk takes the tags too
-        if self.tag_colours and sum(group_sizes) != n_cond:
-            raise ValueError(f"model.g_palette_tags needs the tag groups: got sizes "
-                             f"{list(group_sizes)} for {n_cond} tags")
         if self.joint:
-            tag_colours = {"palette_tags": list(group_sizes)} if self.tag_colours else {}
             self.net = trunk(cfg.z_dim + e_dim, image_size, cfg.g_ch,
                              upsample=cfg.g_upsample, skip=cfg.g_skip,
-                             palette=cfg.g_palette, palette_pick=cfg.g_palette_pick,
-                             **tag_colours)  # initialises itself
+                             palette=cfg.g_palette,
+                             palette_pick=cfg.g_palette_pick)  # initialises itself
         else:
             self.net = trunk(cfg.z_dim, e_dim, image_size, cfg.g_ch, hier_z=cfg.hier_z)
         if self.proj is not None:
@@ -125,8 +117,7 @@ class Generator(nn.Module):
             e = self.proj(tags.to(z.dtype))  # [B, E]
         if not self.joint:
             return self.net(z, e)
-        h = z if e is None else torch.cat([z, e], dim=1)  # [B, z_dim + E]
-        return self.net(h, tags.to(z.dtype)) if self.tag_colours else self.net(h)
+        return self.net(z if e is None else torch.cat([z, e], dim=1))  # [B, z_dim + E]
 
 
 # -- discriminator heads ------------------------------------------------------
@@ -326,19 +317,11 @@ def _needs_tags(cfg: TrainConfig) -> ConfigError:
                        f"has none (use model.cond=none)")
 
 
-def build_tag_generator(cfg: TrainConfig, cond: int | Sequence[int]) -> Generator:
-    """The tag GAN's generator. ``cond``: the tag groups' sizes, or only their total (enough
-    unless ``model.g_palette_tags``); ignored when unconditional."""
-    groups = [cond] if isinstance(cond, int) else [int(n) for n in cond]
-    n_cond = sum(groups)
+def build_tag_generator(cfg: TrainConfig, n_cond: int) -> Generator:
+    """The tag GAN's generator; ``n_cond`` (tags) is ignored when unconditional."""
     if is_conditional(cfg) and n_cond <= 0:
         raise _needs_tags(cfg)
-    if cfg.model.g_palette_tags and isinstance(cond, int):
-        raise ConfigError("model.g_palette_tags needs the tag groups' sizes, not only the "
-                          "number of tags")
-    if not is_conditional(cfg):
-        return Generator(cfg.model, cfg.data.size, 0)
-    return Generator(cfg.model, cfg.data.size, n_cond, groups)
+    return Generator(cfg.model, cfg.data.size, n_cond if is_conditional(cfg) else 0)
 
 
 def build_tag_discriminator(cfg: TrainConfig, group_sizes: list[int],

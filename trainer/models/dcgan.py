@@ -18,7 +18,6 @@ lives in ``conditional.py``. Nothing here knows about tags, losses or Accelerate
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -86,13 +85,10 @@ class DCGANGenerator(nn.Module):
     ``palette=K`` makes the last layer write K colour logits per pixel instead of
     RGB; ``PaletteOutput`` paints them from K colours drawn per image from ``h``
     (the flagship's output: flat regions stay flat, docs/cgan_avatars.md).
-    ``palette_tags`` (the tag groups' sizes) adds one colour per group to it, a learnt RGB
-    per tag (``TagColours``); ``forward`` then takes the tags too.
     """
 
     def __init__(self, in_dim: int, image_size: int, ch: int = 64, upsample: str = "transposed",
-                 skip: bool = False, palette: int = 0, palette_pick: str = "soft",
-                 palette_tags: Sequence[int] = ()):
+                 skip: bool = False, palette: int = 0, palette_pick: str = "soft"):
         super().__init__()
         n = n_stride2(image_size)
         c = ch * 2 ** (n - 1)  # channels at 4x4
@@ -113,7 +109,7 @@ class DCGANGenerator(nn.Module):
             taps.append(len(layers) - 1)
             rgb_ch.append(c)
         if palette:  # K colour logits per pixel, painted by PaletteOutput
-            layers += [*up_last(c, palette + len(palette_tags))]  # [B, K (+ G), S, S]
+            layers += [*up_last(c, palette)]  # [B, K, S, S]
         else:
             layers += [*up_last(c, 3), nn.Tanh()]  # [B, 3, S, S]
         self.main = nn.Sequential(*layers)
@@ -122,15 +118,12 @@ class DCGANGenerator(nn.Module):
         self.to_rgb = nn.ModuleList(nn.Conv2d(k, 3, 1) for k in rgb_ch) if skip else None
         self.apply(dcgan_init)
         if palette:  # after dcgan_init: the colours keep their own initialisation
-            self.palette = PaletteOutput(in_dim, palette, pick=palette_pick,
-                                         tag_groups=palette_tags)
+            self.palette = PaletteOutput(in_dim, palette, pick=palette_pick)
 
-    def forward(self, h: torch.Tensor, tags: torch.Tensor | None = None) -> torch.Tensor:
-        """h [B, in_dim] (z and the embedded tags) -> image; ``tags`` [B, n_tags] only for a
-        palette with a colour per tag group (``palette_tags``)."""
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # [B, in_dim]
         x = h[:, :, None, None]  # as a [B, in_dim, 1, 1] image
         if self.palette is not None:
-            return self.palette(self.main(x), h, tags)
+            return self.palette(self.main(x), h)
         if self.to_rgb is None:
             return self.main(x)
         rgb, t = None, 0

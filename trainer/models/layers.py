@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -216,31 +214,6 @@ def neighbourhood_votes(w: torch.Tensor, centre: float = 1.0) -> torch.Tensor:
     return F.conv2d(F.pad(w, (1, 1, 1, 1), mode="replicate"), k.expand(c, 1, 3, 3), groups=c)
 
 
-class TagColours(nn.Module):
-    """tags [B, K] -> [B, G, 3] in [-1, 1]: one learnt colour per tag, per group that of the
-    image's tag (an untagged group gets grey, tanh(0)).
-
-    Where a tag names a colour (hair and eye colours: each one RGB in the avatars), the
-    palette gains an entry that is that colour for every image with the tag, learnt from
-    all of them together; the other entries still come from z and the tags.
-    """
-
-    def __init__(self, group_sizes: Sequence[int]):
-        super().__init__()
-        sizes = [int(n) for n in group_sizes]
-        if not sizes or min(sizes) < 1:
-            raise ValueError(f"tag colours need tag groups of at least one tag (got {sizes})")
-        member = torch.zeros(len(sizes), sum(sizes))  # [G, K]: which group each tag is in
-        for g, start in enumerate(itertools.accumulate([0, *sizes[:-1]])):
-            member[g, start:start + sizes[g]] = 1.0
-        self.register_buffer("member", member, persistent=False)
-        self.table = nn.Parameter(torch.empty(sum(sizes), 3).uniform_(-1.5, 1.5))  # distinct
-
-    def forward(self, tags: torch.Tensor) -> torch.Tensor:
-        picked = self.member.to(tags.dtype) * tags[:, None, :]  # [B, G, K]: each group's tag
-        return torch.tanh(torch.matmul(picked, self.table.to(tags.dtype)))  # [B, G, 3]
-
-
 class PaletteOutput(nn.Module):
     """Paint each pixel from a per-image palette of K colours drawn from ``h``.
 
@@ -274,8 +247,7 @@ class PaletteOutput(nn.Module):
 
     GAIN = 10.0  # logits are scaled up so that a region can turn confident in a few steps
 
-    def __init__(self, in_dim: int, k: int, hidden: int = 128, pick: str = "soft",
-                 tag_groups: Sequence[int] = ()):
+    def __init__(self, in_dim: int, k: int, hidden: int = 128, pick: str = "soft"):
         super().__init__()
         if pick not in PALETTE_PICKS:
             raise ValueError(f"model.g_palette_pick={pick!r}: expected one of "
@@ -285,7 +257,6 @@ class PaletteOutput(nn.Module):
         self.colours = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(True),
                                      nn.Linear(hidden, 3 * k), nn.Tanh())  # PyTorch's init:
         # distinct colours from the start (the generator applies dcgan_init before adding this)
-        self.tag_colours = TagColours(tag_groups) if tag_groups else None  # entries k, k+1, ..
 
     def weights(self, logits: torch.Tensor) -> torch.Tensor:
         """[B, K, S, S] logits -> [B, K, S, S] convex weights (see the class docstring)."""
@@ -296,14 +267,9 @@ class PaletteOutput(nn.Module):
             return most_likely(w)
         return most_likely(neighbourhood_votes(w, VOTE_CENTRE[self.pick]))
 
-    def forward(self, logits: torch.Tensor, h: torch.Tensor,
-                tags: torch.Tensor | None = None) -> torch.Tensor:
-        """logits [B, K (+ G), S, S], h [B, in_dim] (, tags [B, n_tags]) -> image [B, 3, S, S]."""
+    def forward(self, logits: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """logits [B, K, S, S], h [B, in_dim] -> image [B, 3, S, S]."""
         pal = self.colours(h).reshape(h.shape[0], self.k, 3)  # [B, K, 3]
-        if self.tag_colours is not None:
-            if tags is None:
-                raise ValueError("this palette has a colour per tag group: pass the tags")
-            pal = torch.cat([pal, self.tag_colours(tags)], dim=1)  # [B, K + G, 3]
         b, k, s, _ = logits.shape
         w = self.weights(logits).reshape(b, k, s * s)  # [B, K, S*S]
         # a plain MatMul (not einsum, no casts), which ONNX's float16 conversion handles

@@ -61,7 +61,7 @@ class GanRecipe(Recipe):
         self.vocab = vocab if self.conditional else None
         self.group_sizes: list[int] = vocab.group_sizes if self.conditional else []
         self.adv = ADVERSARIAL[cfg.loss.adv]
-        set_pair(self, build_generator(cfg, self.group_sizes),
+        set_pair(self, build_generator(cfg, sum(self.group_sizes)),
                  build_discriminator(cfg, self.group_sizes), cfg)
 
     def phases(self) -> list[Phase]:
