@@ -71,10 +71,10 @@ def cache_name(listing: Listing, size: int) -> tuple[str, str]:
     root = listing.root.resolve()
     options = {"v": CACHE_VERSION, "root": str(root), "format": listing.format,
                "size": size, "crop": listing.crop, "n": len(listing.files)}
-    # resolved like the root, so that a folder reached through a symlink (a dataset linked
-    # into a work tree or onto scratch) names the same files: one entry, not two that
-    # evict each other (and the evaluation caches keyed on it)
-    files = [[os.path.relpath(Path(f).resolve(), root), *_stat(f)] for f in listing.files]
+    # relative to the root as listed, not the resolved one, so that a folder reached through
+    # a symlink (a dataset linked into a work tree or onto scratch) names the same files:
+    # one entry, not two that evict each other (and the evaluation caches keyed on it)
+    files = [[os.path.relpath(f, listing.root), *_stat(f)] for f in listing.files]
     stem = f"{root.name or 'data'}-{size}px-{_digest(options)[:10]}"
     return stem, f"{stem}-{_digest(files)[:16]}"
 
@@ -158,7 +158,7 @@ def build_cache(listing: Listing, npy: Path, size: int, workers: int = 0) -> Cac
     root = listing.root.resolve()
     try:
         failed = _decode_all(listing, size, tmp, workers)
-        skipped = [os.path.relpath(Path(listing.files[i]).resolve(), root) for i in failed]
+        skipped = [os.path.relpath(listing.files[i], listing.root) for i in failed]
         if len(failed) == len(listing.files):
             raise DataError(f"{listing.root}: none of the {len(failed)} images could be read "
                             f"(first: {', '.join(skipped[:3])})")
