@@ -100,6 +100,33 @@ def test_ada_moves_p_towards_the_target():
     assert float(aug.p) == 0.0  # clamped
 
 
+def test_ada_state_resumes_mid_interval_exactly():
+    """A checkpoint between two adjustments: the restored copy adjusts p at the same calls
+    and by the same amounts as the uninterrupted one (the interval's signs travel too)."""
+    scores = [torch.randn(8, generator=torch.Generator().manual_seed(i)) + 0.9
+              for i in range(23)]
+    whole = Augment(["translation"], target=0.6, interval=4, kimg=0.05)
+    first = Augment(["translation"], target=0.6, interval=4, kimg=0.05)
+    for s in scores[:10]:  # 10 calls: two adjustments and 2 calls into the third interval
+        whole.observe(s)
+        first.observe(s)
+    resumed = Augment(["translation"], target=0.6, interval=4, kimg=0.05)
+    resumed.load_state_dict(first.state_dict())
+    assert resumed.rt == pytest.approx(whole.rt) and resumed.rt != 0.0
+    for s in scores[10:]:
+        whole.observe(s)
+        resumed.observe(s)
+        assert float(resumed.p) == float(whole.p)
+    assert float(whole.p) > 0.0
+
+
+def test_ada_loads_a_state_written_without_the_interval_statistics():
+    old = {"p": torch.tensor(0.25)}  # a D checkpoint from before ada_stats existed
+    aug = Augment(["translation"], target=0.6)
+    aug.load_state_dict(old)
+    assert float(aug.p) == 0.25 and aug.rt == 0.0
+
+
 def test_fixed_p_ignores_observations():
     aug = Augment(["color"], p=0.7)
     for _ in range(8):

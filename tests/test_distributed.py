@@ -38,7 +38,8 @@ def accelerate_launch(args: list[str], precision: str) -> subprocess.CompletedPr
 
 
 @pytest.mark.parametrize("preset, precision", [("wgan_gp_avatars", "bf16"),
-                                               ("cgan_avatars", "no")])
+                                               ("cgan_avatars", "no"),
+                                               ("cgan_avatars_long", "bf16")])  # ADA, R1
 def test_two_process_ranks_agree(avatar_dir, tmp_path, preset, precision):
     run = tmp_path / preset
     res = accelerate_launch(["--config", preset, "--run-dir", str(run),

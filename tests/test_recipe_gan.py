@@ -11,7 +11,7 @@ from trainer.config import ConfigError, load_config
 from trainer.data.vocab import mlds_vocab
 from trainer.losses import gradient_penalty, group_indices
 from trainer.modes import bare_forward
-from trainer.recipes.gan import GanRecipe
+from trainer.recipes.gan import GanRecipe, mean_tags
 
 VOCAB = mlds_vocab()
 TINY = ["data.size=32", "model.g_ch=8", "model.d_ch=8", "model.z_dim=16", "model.tag_embed=8",
@@ -330,3 +330,38 @@ def test_d_output_split_cuts_every_field():
     assert torch.equal(first.score, torch.arange(2.0)) and rest.score.shape == (4,)
     assert first.aux[0].shape == (2, 2) and rest.aux[0].shape == (4, 2)
     assert first.features.shape == (2, 3) and first.score_wrong is None and rest.score_wrong is None
+
+
+def test_r1_on_mean_tags_penalises_the_score_averaged_over_every_tag():
+    """loss.r1_tags=mean: for a projection head, D at the averaged tags is D's score averaged
+    over all 120 (hair, eyes) pairs, and R1 is taken on that, not on the image's own tags."""
+    torch.manual_seed(0)
+    recipe = make("model.cond=projection", "loss.matching_aware=true", "loss.r1=1.0",
+                  "loss.r1_tags=mean")
+    D = recipe.models["D"].eval()
+    data = batch()
+    x = data["image"]
+    pairs = torch.cartesian_prod(torch.arange(12), torch.arange(10)).numpy()
+    every = torch.from_numpy(VOCAB.encode_indices(pairs)).float()  # [120, 22]
+    with torch.no_grad():
+        averaged = torch.stack([D(x, row.expand(len(x), -1)).score for row in every]).mean(0)
+        at_mean = D(x, mean_tags(recipe.group_sizes, data["labels"].float())).score
+    torch.testing.assert_close(at_mean, averaged, rtol=1e-4, atol=1e-5)
+
+    def r1_of(overrides: list[str]) -> float:
+        r = make("model.cond=projection", "loss.matching_aware=true", "loss.r1=1.0", *overrides)
+        r.models["D"].load_state_dict(recipe.models["D"].state_dict())
+        r.models["D"].eval()
+        return next(p for p in r.phases() if p.name == "D_reg").step(data)[1]["r1"].item()
+
+    mean_tags_r1 = r1_of(["loss.r1_tags=mean"])
+    x = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(
+        D(x, mean_tags(recipe.group_sizes, data["labels"].float())).score.sum(), x)
+    assert mean_tags_r1 == pytest.approx(grad.flatten(1).square().sum(1).mean().item(), rel=1e-4)
+    assert mean_tags_r1 != pytest.approx(r1_of([]), rel=1e-3)  # the own tags' R1 differs
+
+
+def test_r1_tags_is_checked():
+    with pytest.raises(ConfigError, match="loss.r1_tags"):
+        make("loss.r1_tags=average")

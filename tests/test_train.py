@@ -115,10 +115,17 @@ def test_resume_rejects_changed_config(short_run, avatar_dir):
     assert "loss.adv" in res.stderr
 
 
-def test_resume_equals_uninterrupted(avatar_dir, tmp_path):
-    """8 steps straight == 4 steps, stop, resume to 8: identical weights, EMA and optimizer."""
-    common = ["--config", "wgan_gp_avatars", f"data.path={avatar_dir}", *TINY, "g_every=2",
-              "ckpt_every=4"]
+# ADA adjusting p every 3 D steps: the stop at step 4 falls inside an adjustment interval
+ADA = ["--config", "cgan_avatars", "aug.policy=translation,cutout", "aug.target=0.05",
+       "aug.interval=3", "aug.kimg=0.2"]
+
+
+@pytest.mark.parametrize("setup", [["--config", "wgan_gp_avatars", "g_every=2"], ADA],
+                         ids=["wgan_gp", "ada"])
+def test_resume_equals_uninterrupted(avatar_dir, tmp_path, setup):
+    """8 steps straight == 4 steps, stop, resume to 8: identical weights, EMA and optimizer
+    (and ADA's probability, adjusted across the stop)."""
+    common = [*setup, f"data.path={avatar_dir}", *TINY, "ckpt_every=4"]
     a, b = tmp_path / "a", tmp_path / "b"
     assert run_train([*common, "--run-dir", str(a), "steps=8"]).returncode == 0
     assert run_train([*common, "--run-dir", str(b), "steps=4"]).returncode == 0
@@ -130,6 +137,9 @@ def test_resume_equals_uninterrupted(avatar_dir, tmp_path):
     for f in ("g_ema.safetensors", "model.safetensors", "model_1.safetensors"):
         diff = states_equal(load_file(ca / f), load_file(cb / f))
         assert not diff, f"{f} differs after resume: {diff[:3]}"
+    if setup is ADA:  # p moved, so the comparison above covered an adjustment after the stop
+        p = [v for k, v in load_file(ca / "model_1.safetensors").items() if k.endswith(".p")]
+        assert len(p) == 1 and float(p[0]) > 0
     opt_a = torch.load(ca / "optimizer.bin", weights_only=True)
     opt_b = torch.load(cb / "optimizer.bin", weights_only=True)
     for k, st in opt_a["state"].items():

@@ -11,10 +11,12 @@ with probability ``p`` and adjust ``p`` so that D's overfitting heuristic
 ``Augment`` is an ``nn.Module`` that a discriminator runs first in its forward
 while training (``model.augment``), so every phase of every recipe (real and
 fake, the gradient penalty and R1 too) sees augmented images without a branch
-in the loop. ``p`` is a buffer: it travels with D's weights in checkpoints.
-Each process draws its own transform parameters from its own random stream;
-``p`` stays identical on every process because the ``r_t`` statistics are
-summed over processes before each adjustment.
+in the loop. ``p`` and the statistics of the interval in progress are buffers:
+they travel with D's weights in checkpoints, so a resumed run adjusts ``p`` at the
+same steps and by the same amounts as an uninterrupted one. Each process draws its
+own transform parameters from its own random stream; ``p`` stays identical on every
+process because the ``r_t`` statistics are summed over processes as they are
+collected.
 
 Ops (Zhao et al.'s reference implementation, on images in [-1, 1]):
 ``color`` (brightness, saturation, contrast), ``translation`` (up to 1/8 of
@@ -114,8 +116,8 @@ class Augment(nn.Module):
         self.interval = int(interval)  # D steps between adjustments
         self.kimg = float(kimg)  # thousands of images for p to move by 1
         self.register_buffer("p", torch.tensor(0.0 if target > 0 else float(p)))
-        self._sign = torch.zeros(2, dtype=torch.float64)  # sum of signs, count (this process)
-        self._calls = 0
+        # the interval in progress, summed over processes: sum of signs, images, calls
+        self.register_buffer("ada_stats", torch.zeros(3))  # float32: exact counts, any device
 
     def extra_repr(self) -> str:
         return f"policy={','.join(self.names)}, target={self.target}"
@@ -138,21 +140,27 @@ class Augment(nn.Module):
         if self.target <= 0:
             return
         s = real_scores.detach().float().flatten()
-        self._sign += torch.stack([s.sign().sum(), torch.tensor(float(s.numel()))]).double().cpu()
-        self._calls += 1
-        if self._calls % self.interval:
+        batch = torch.stack([s.sign().sum(), torch.tensor(float(s.numel()), device=s.device)])
+        stats = self.ada_stats
+        stats[:2] += process_sum(batch.to(stats))  # every process holds the same sums
+        stats[2] += 1
+        if int(stats[2]) % self.interval:
             return
-        stats = process_sum(self._sign.to(self.p.device))  # every process: the same p
         rt = float(stats[0] / stats[1].clamp(min=1))
         step = float(stats[1]) / (self.kimg * 1000)
         new = float(self.p) + (step if rt > self.target else -step)
         self.p.fill_(min(max(new, 0.0), 1.0))
-        self._sign.zero_()
+        stats.zero_()
 
     @property
     def rt(self) -> float:
         """The overfitting heuristic over the current interval so far (0 before any call)."""
-        return float(self._sign[0] / self._sign[1].clamp(min=1))
+        return float(self.ada_stats[0] / self.ada_stats[1].clamp(min=1))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Checkpoints written before ``ada_stats`` existed load with an empty interval."""
+        state_dict.setdefault(prefix + "ada_stats", torch.zeros(3))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def build_augment(policy: str, p: float = 1.0, target: float = 0.0, interval: int = 4,

@@ -95,6 +95,9 @@ class LossConfig:
     # domain's positive term in the classification BCE, e.g. {Eyeglasses: 4} (absent = 1)
     r1: float = 0.0  # R1 penalty weight gamma on real images (Mescheder et al. 2018), fp32
     r1_every: int = 16  # lazy R1 (StyleGAN2): every k-th iteration, scaled by k
+    r1_tags: str = "right"  # tag-conditioned D: R1 on the score with the image's own tags
+    #                         (right) or with each group's tags averaged (mean: the part of a
+    #                         projection score that does not depend on the tags)
 
 
 @dataclass
@@ -169,7 +172,7 @@ def choices() -> dict[str, tuple[str, ...]]:
     return {**family_choices(), "data.format": ("auto", *FORMATS),
             "loss.adv": tuple(ADVERSARIAL), "g_optim.name": tuple(OPTIMIZERS),
             "d_optim.name": tuple(OPTIMIZERS), "mixed_precision": ("auto", *CHOICES),
-            "loss.wrong_tags": tuple(WRONG_TAGS)}
+            "loss.wrong_tags": tuple(WRONG_TAGS), "loss.r1_tags": ("right", "mean")}
 
 
 class _Choices(Mapping):

@@ -189,7 +189,8 @@ def _stargan_recipe(cfg: TrainConfig, labels: Labels, image_size: int) -> Recipe
 # loss.* options each recipe reads (trainer/recipes/gan.py, stargan.py, common.py's lazy R1)
 _SHARED_LOSS = ("adv", "gp", "r1", "r1_every")
 _GAN_LOSS = (*_SHARED_LOSS, "clip", "matching_aware", "wrong_weight", "wrong_tags", "aux",
-             "l1", "feature_matching", "mode_seeking", "mode_seeking_pool", "tv", "joint_batch")
+             "l1", "feature_matching", "mode_seeking", "mode_seeking_pool", "tv", "joint_batch",
+             "r1_tags")
 _STARGAN_LOSS = (*_SHARED_LOSS, "lambda_cls", "lambda_rec", "lambda_mask", "lambda_mask_tv",
                  "targets", "cls_pos_weight")
 

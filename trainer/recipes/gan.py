@@ -121,8 +121,16 @@ class GanRecipe(Recipe):
         return loss, logs
 
     def r1_step(self, batch: Batch) -> StepResult:
-        """Lazy R1 on real images with their tags: gamma / 2 * E||grad D||^2, times the interval."""
+        """Lazy R1 on real images: gamma / 2 * E||grad D||^2, times the interval.
+
+        D scores the images with their own tags, or with ``loss.r1_tags=mean`` with every
+        group's tags averaged: for a projection head that is the score averaged over all
+        tags, so R1 smooths D's realness and leaves its tag-specific part as sharp as the
+        matching-aware loss makes it.
+        """
         real, _, tags = self._inputs(batch)
+        if tags is not None and self.cfg.loss.r1_tags == "mean":
+            tags = mean_tags(self.group_sizes, tags)
         forward = fp32(self.models["D"])
         return lazy_r1(self.cfg, lambda x: forward(x, tags).score, real)
 
@@ -249,6 +257,12 @@ class GanRecipe(Recipe):
     def _generate(self, G: nn.Module, z: torch.Tensor, tags: torch.Tensor | None) -> torch.Tensor:
         with eval_mode(G) as put:
             return G(put(z), put(tags)).float().cpu()
+
+
+def mean_tags(group_sizes: list[int], like: torch.Tensor) -> torch.Tensor:
+    """Rows of ``like``'s shape whose every group is uniform (1 / its size on each tag)."""
+    row = torch.cat([torch.full((n,), 1.0 / n) for n in group_sizes]).to(like)
+    return row.expand_as(like)
 
 
 def _cat(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
