@@ -22,6 +22,16 @@ def test_every_preset_loads_and_validates():
         assert cfg.name == name
 
 
+def test_the_long_preset_is_the_flagship_plus_its_regularisers():
+    """cgan_avatars_long is a copy of cgan_avatars plus ADA and R1 on the averaged tags:
+    a change to the flagship that is not carried over fails here."""
+    long = load_config("cgan_avatars_long")
+    flagship = load_config("cgan_avatars", ["loss.r1=0.1", "loss.r1_tags=mean",
+                                            "aug.policy=translation,cutout", "aug.target=0.6"])
+    long.name = flagship.name
+    assert to_yaml(long) == to_yaml(flagship)
+
+
 def test_unknown_key_is_named():
     with pytest.raises(ConfigError, match="stepz"):
         load_config(None, ["stepz=3"])
