@@ -149,7 +149,7 @@ def test_fid_sensitivity_tiny(tmp_path: Path) -> None:
 def test_palette_picks_tiny(tmp_path: Path) -> None:
     report = run_tiny("palette_picks", tmp_path)
     rows = {r["pick"]: r for r in report["results"]}
-    assert set(rows) == {"soft", "hard", "vote", "vote_lines"}
+    assert set(rows) == {"soft", "hard", "vote", "vote_lines", "mix_lines"}
     for r in rows.values():
         assert math.isfinite(r["fid"]) and r["fid"] >= 0 and r["n"] == 16
     # an untrained G mixes its colours to a near-flat grey; a pick paints one per pixel

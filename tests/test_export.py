@@ -59,12 +59,17 @@ KINDS: dict[str, tuple[list[str], Vocab | Domains | None]] = {
                       "model.g_upsample=nearest_last"], mlds_vocab()),
     "cgan_palette_vote": ([*SMALL, "model.cond=projection", "model.g_palette=6",
                            "model.g_upsample=nearest", "model.g_palette_pick=vote"], mlds_vocab()),
+    "cgan_palette_mix": ([*SMALL, "model.cond=projection", "model.g_palette=6",
+                          "model.g_upsample=nearest", "model.g_palette_pick=mix_lines"],
+                         mlds_vocab()),
     "cgan_palette_bilinear": ([*SMALL, "model.cond=projection", "model.g_palette=6",
                                "model.g_upsample=bilinear_last"], mlds_vocab()),
     "stargan": ([*SMALL_STARGAN, "model.norm_stats=running"], DOMAINS),
     "stargan_instance": ([*SMALL_STARGAN, "model.norm_stats=instance"], DOMAINS),
     "stargan_attention": ([*SMALL_STARGAN, "model.norm_stats=instance",
                            "model.g_output=attention"], DOMAINS),
+    "stargan_nearest": ([*SMALL_STARGAN, "model.norm_stats=instance", "model.g_output=attention",
+                         "model.g_upsample=nearest"], DOMAINS),
 }
 BATCHES = (1, 3, 7)
 
@@ -229,6 +234,8 @@ def test_picked_colours_may_flip_only_at_near_ties(runs, exported):
     allows a few pixels to pick another colour (float16 near ties), not more."""
     res = exported["cgan_palette_vote"]
     assert res.metadata["palette_pick"] == "vote" and set(res.flipped.values()) == {0.0}
+    res = exported["cgan_palette_mix"]
+    assert res.metadata["palette_pick"] == "mix_lines" and set(res.flipped.values()) == {0.0}
     assert "palette_pick" not in exported["cgan"].metadata
     assert parity_ok({1: 1e-5}, FP32_TOL, {1: PICK_FLIP_LIMIT / 2})
     assert not parity_ok({1: 1e-5}, FP32_TOL, {1: 2 * PICK_FLIP_LIMIT})

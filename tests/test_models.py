@@ -19,6 +19,7 @@ from trainer.models.layers import (
     PaletteOutput,
     bilinear2x,
     most_likely,
+    nearer_of_two,
     nearest2x,
 )
 
@@ -515,6 +516,40 @@ def test_palette_vote_lines_keeps_a_one_pixel_line():
     assert torch.allclose(out[:, 5, 6], pal[0])  # the stray pixel goes
     out, pal = picks["vote"]
     assert torch.allclose(out[:, 2, 3], pal[0])  # the plain vote paints the line over
+
+
+def test_palette_mix_lines_takes_the_nearer_of_the_two_likeliest_colours():
+    """pick=mix_lines: where the softmax blends white and a tint into a colour the palette
+    lacks, the most likely entry (white) loses to the runner-up that is nearer the blend;
+    a confident pixel keeps its most likely colour, and a third, less likely colour is
+    never drawn even when it is nearer the blend."""
+    pal = torch.tensor([[[1.0, 1.0, 1.0], [0.6, 0.4, 0.6], [-1.0, -1.0, -1.0],
+                         [0.5, 0.4, 0.5]]])  # white, a tint, black, a colour near the blend
+    w = torch.zeros(1, 4, 1, 3)
+    w[0, :, 0, 0] = torch.tensor([0.5, 0.3, 0.2, 0.0])  # blend ~ (0.48, 0.42, 0.48)
+    w[0, :, 0, 1] = torch.tensor([0.9, 0.05, 0.05, 0.0])  # confident white
+    w[0, :, 0, 2] = torch.tensor([0.45, 0.3, 0.1, 0.15])  # entry 3 is nearest, but third
+    picked = nearer_of_two(w, pal)[0, :, 0]  # [K, 3 pixels]
+    assert torch.equal(picked.argmax(0), torch.tensor([1, 0, 1]))
+    assert torch.equal(picked.sum(0), torch.ones(3)) and set(picked.unique().tolist()) == {0.0, 1.0}
+    # through the layer: a flat region of that blend is drawn in the tint, where the
+    # plain pick paints it white, and a 1-pixel line survives as under vote_lines
+    layer = PaletteOutput(8, 4, pick="mix_lines").eval()
+    h = torch.randn(1, 8)
+    with torch.no_grad():  # the palette MLP's last layer writes exactly ``pal``
+        layer.colours[2].weight.zero_()
+        layer.colours[2].bias.copy_(torch.atanh(pal[0].clamp(-0.999, 0.999)).reshape(12))
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.2, 1e-6]))[None, :, None, None].repeat(1, 1, 6, 6)
+    logits = logits / PaletteOutput.GAIN
+    logits[0, 2, :, 3] = 5.0  # a confident black line
+    with torch.no_grad():
+        out = layer(logits, h)[0]
+        hard = PaletteOutput(8, 4, pick="vote_lines").eval()
+        hard.load_state_dict(layer.state_dict())
+        plain = hard(logits, h)[0]
+        pal_h = layer.colours(h).reshape(4, 3)
+    assert torch.allclose(out[:, 0, 0], pal_h[1]) and torch.allclose(plain[:, 0, 0], pal_h[0])
+    assert torch.allclose(out[:, :, 3], pal_h[2][:, None].expand(3, 6))
 
 
 @pytest.mark.parametrize("bad", [("model.g_palette=1",), ("model.g_palette=8", "model.g_skip=true"),

@@ -20,6 +20,7 @@ from trainer.config import ConfigError, load_config, to_yaml
 from trainer.data.vocab import Domains, save_vocab
 from trainer.losses import gradient_penalty, total_variation
 from trainer.models import build_discriminator, build_generator
+from trainer.models.layers import NearestConv2x
 from trainer.models.stargan import (
     ATTENTION_INIT_BIAS,
     InstanceNorm2d,
@@ -103,6 +104,26 @@ def test_official_layout_and_state_dict_names():
     D = StarGANDiscriminator(StarGANConfig(d_conv_dim=8))
     assert {"conv1.weight", "conv2.weight", "main.0.bias"} <= set(D.state_dict())
     assert isinstance(D.main[1], torch.nn.LeakyReLU) and D.main[1].negative_slope == 0.01
+
+
+def test_nearest_upsampling_is_a_resize_conv():
+    """model.g_upsample=nearest: each up layer equals nearest 2x then a 3x3 conv with its
+    weight, so the 4x4 kernels (16 taps) become 3x3 ones (9); other values are refused."""
+    cfg = StarGANConfig(image_size=32, n_domains=3, g_conv_dim=8, repeat_num=1)
+    G = StarGANGenerator(replace(cfg, upsample="nearest"))
+    ups = [m for m in G.modules() if isinstance(m, NearestConv2x)]
+    assert len(ups) == 2 and not any(isinstance(m, torch.nn.ConvTranspose2d) for m in G.modules())
+    assert n_params(G) == expected_g_params(8, 3, 1) - (32 * 16 + 16 * 8) * (16 - 9)
+    x = torch.randn(2, ups[0].in_channels, 8, 8)
+    with torch.no_grad():
+        ref = F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), ups[0].weight, padding=1)
+        assert torch.allclose(ups[0](x), ref, atol=1e-5)
+        y = G(torch.rand(2, 3, 32, 32) * 2 - 1, torch.tensor([[1.0, 0, 1], [0, 1, 0]]))
+    assert y.shape == (2, 3, 32, 32)
+    assert isinstance(build_generator(load_config("stargan_avatars", ["model.g_upsample=nearest"]),
+                                      5).main[12], NearestConv2x)
+    with pytest.raises(ConfigError, match="model.g_upsample='nearest_last'"):
+        build_generator(load_config("stargan_avatars", ["model.g_upsample=nearest_last"]), 5)
 
 
 def test_bad_sizes_name_the_key():

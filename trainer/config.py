@@ -57,7 +57,7 @@ class ModelConfig:
     d_repeat_num: int = 6  # StarGAN: stride-2 convs in D
     norm_stats: str = "running"  # StarGAN inference InstanceNorm statistics: running | instance
     g_output: str = "image"  # StarGAN G output: image (official) | attention (GANimation blend)
-    g_upsample: str = "transposed"  # dcgan G: transposed (4x4 stride 2) | nearest (+ 3x3 conv)
+    g_upsample: str = "transposed"  # dcgan, stargan G: transposed (4x4 stride 2) | nearest (+ 3x3 conv)
     #                                  | nearest_last (resize-conv for the output layer only)
     #                                  | bilinear_last (output conv at S/2, bilinear 2x)
     g_skip: bool = False  # dcgan G: StyleGAN2 skip outputs (RGB at every scale, summed)
@@ -66,6 +66,8 @@ class ModelConfig:
     #                                sampling: soft (softmax mix) | hard (its most likely
     #                                colour) | vote (most likely over its 3x3 neighbourhood)
     #                                | vote_lines (the same, its own vote x5: keeps lines)
+    #                                | mix_lines (the nearer of its two likeliest colours
+    #                                to the soft mix, then the vote_lines vote)
     hier_z: bool = False  # resnet G: split z over the blocks' conditional BatchNorms (BigGAN)
 
 
@@ -317,9 +319,10 @@ def validate(cfg: TrainConfig) -> None:
     if not 0.0 <= cfg.aug.target < 1.0:
         raise ConfigError(f"aug.target={cfg.aug.target}: expected 0 (fixed p) or a target "
                           f"in (0, 1), e.g. 0.6 as ADA")
-    if cfg.model.g_upsample != "transposed" and cfg.model.arch != "dcgan":
+    if cfg.model.g_upsample != "transposed" and cfg.model.arch not in ("dcgan", "stargan"):
         raise ConfigError(f"model.g_upsample={cfg.model.g_upsample!r} applies to the dcgan "
-                          f"trunk; model.arch={cfg.model.arch!r} has its own upsampling")
+                          f"and stargan generators; model.arch={cfg.model.arch!r} has its own "
+                          f"upsampling")
     if cfg.model.d_norm != "batch" and (cfg.model.arch not in ("dcgan", "ml2020")
                                          or not cfg.model.d_bn):
         raise ConfigError(f"model.d_norm={cfg.model.d_norm!r} applies to the dcgan and ml2020 "

@@ -135,11 +135,12 @@ def _gan_recipe(cfg: TrainConfig, labels: Labels, image_size: int) -> Recipe:
 
 # -- StarGAN: image-to-image translation between attribute domains -------------------------
 def _stargan_choices() -> dict[str, tuple[str, ...]]:
-    from trainer.models.stargan import G_OUTPUTS, NORM_STATS
+    from trainer.models.stargan import G_OUTPUTS, G_UPSAMPLE, NORM_STATS
     from trainer.recipes.stargan import TARGET_SAMPLERS
 
     return {"model.arch": ("stargan",), "model.norm_stats": NORM_STATS,
-            "model.g_output": G_OUTPUTS, "loss.targets": tuple(TARGET_SAMPLERS)}
+            "model.g_output": G_OUTPUTS, "model.g_upsample": G_UPSAMPLE,
+            "loss.targets": tuple(TARGET_SAMPLERS)}
 
 
 def _stargan_accepts(labels: Labels) -> bool:

@@ -185,8 +185,8 @@ class Bilinear2x(nn.Module):
 
 
 # model.g_palette_pick -> how PaletteOutput turns K logits per pixel into colour weights
-PALETTE_PICKS = ("soft", "hard", "vote", "vote_lines")
-VOTE_CENTRE = {"vote": 1.0, "vote_lines": 5.0}  # a pick's weight of the pixel's own vote
+PALETTE_PICKS = ("soft", "hard", "vote", "vote_lines", "mix_lines")
+VOTE_CENTRE = {"vote": 1.0, "vote_lines": 5.0, "mix_lines": 5.0}  # weight of a pixel's own vote
 
 
 def most_likely(scores: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -197,6 +197,27 @@ def most_likely(scores: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """
     top = (scores == scores.amax(dim=dim, keepdim=True)).to(scores.dtype)
     return top / top.sum(dim=dim, keepdim=True)
+
+
+def nearer_of_two(w: torch.Tensor, pal: torch.Tensor) -> torch.Tensor:
+    """One-hot [B, K, S, S] weights: of each pixel's two most likely colours (softmax
+    weights ``w``), the one nearer in RGB to the soft mix ``sum_k w_k pal_k``.
+
+    ``pal``: [B, K, 3]. A generator that learnt on the softmax mix may paint a colour
+    its palette lacks as a blend of two entries (a pastel background as white plus a
+    darker tint, a light iris as white plus blue); the most likely entry alone then
+    draws white patches or a wrong eye colour, the nearer of the two draws what the mix
+    meant. Max, equal and matmul only, so it exports to ONNX as the other picks do.
+    """
+    flat = w.flatten(2)  # [B, K, pixels]
+    first = most_likely(flat)
+    second = most_likely(flat * (1 - first) - first)  # the runner-up (first pushed below 0)
+    pal_t = pal.transpose(1, 2)  # [B, 3, K]
+    mix = torch.matmul(pal_t, flat)  # [B, 3, S*S]
+    d1 = (torch.matmul(pal_t, first) - mix).square().sum(1, keepdim=True)
+    d2 = (torch.matmul(pal_t, second) - mix).square().sum(1, keepdim=True)
+    take_first = (d1 <= d2).to(w.dtype)
+    return (take_first * first + (1 - take_first) * second).reshape(w.shape)
 
 
 def neighbourhood_votes(w: torch.Tensor, centre: float = 1.0) -> torch.Tensor:
@@ -238,6 +259,10 @@ class PaletteOutput(nn.Module):
       stray pixels of another colour, and without the thin, faint outlines too.
     - ``vote_lines``: the same vote with the pixel itself counted 5 times: lone pixels
       and pairs go, confident 1-pixel lines stay.
+    - ``mix_lines``: each pixel first takes whichever of its two most likely colours is
+      nearer the soft mix (``nearer_of_two``), then the ``vote_lines`` vote runs over
+      those one-hot picks. Where G blends two entries into a colour its palette lacks,
+      the nearer one is what the blend meant: fewer white patches, truer eye colours.
 
     The faint mix that a soft pixel keeps, and a stray pixel, read as texture to
     Inception (real avatars with 2 levels of noise score FID ~100 against clean ones);
@@ -258,20 +283,23 @@ class PaletteOutput(nn.Module):
                                      nn.Linear(hidden, 3 * k), nn.Tanh())  # PyTorch's init:
         # distinct colours from the start (the generator applies dcgan_init before adding this)
 
-    def weights(self, logits: torch.Tensor) -> torch.Tensor:
-        """[B, K, S, S] logits -> [B, K, S, S] convex weights (see the class docstring)."""
+    def weights(self, logits: torch.Tensor, pal: torch.Tensor) -> torch.Tensor:
+        """[B, K, S, S] logits, [B, K, 3] palette -> [B, K, S, S] convex weights (see the
+        class docstring; only ``mix_lines`` reads the palette)."""
         w = (self.GAIN * logits).softmax(dim=1)
         if self.pick == "soft" or self.training:
             return w
         if self.pick == "hard":
             return most_likely(w)
+        if self.pick == "mix_lines":
+            w = nearer_of_two(w, pal)
         return most_likely(neighbourhood_votes(w, VOTE_CENTRE[self.pick]))
 
     def forward(self, logits: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """logits [B, K, S, S], h [B, in_dim] -> image [B, 3, S, S]."""
         pal = self.colours(h).reshape(h.shape[0], self.k, 3)  # [B, K, 3]
         b, k, s, _ = logits.shape
-        w = self.weights(logits).reshape(b, k, s * s)  # [B, K, S*S]
+        w = self.weights(logits, pal).reshape(b, k, s * s)  # [B, K, S*S]
         # a plain MatMul (not einsum, no casts), which ONNX's float16 conversion handles
         return torch.matmul(pal.transpose(1, 2), w).reshape(b, 3, s, s)
 

@@ -2,7 +2,8 @@
 
 G: image + spatially replicated target-domain vector -> 7x7 conv, two stride-2
 downsamplings, ``repeat_num`` residual blocks, two stride-2 transposed
-upsamplings, 7x7 conv + Tanh. InstanceNorm2d(affine=True,
+upsamplings (``upsample="nearest"``: nearest 2x + 3x3 conv instead, an option), 7x7
+conv + Tanh. InstanceNorm2d(affine=True,
 track_running_stats=True) after every conv but the last; no conv bias.
 D: PatchGAN of ``d_repeat_num`` stride-2 4x4 convs with LeakyReLU(0.01), a 3x3
 real/fake head and a domain-classification head whose kernel covers the whole
@@ -29,9 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.config import ConfigError, TrainConfig
+from trainer.models.layers import NearestConv2x
 
 NORM_STATS = ("running", "instance")
 G_OUTPUTS = ("image", "attention")
+G_UPSAMPLE = ("transposed", "nearest")  # model.g_upsample for StarGAN's G
 ATTENTION_INIT_BIAS = 2.0  # sigmoid(2) = 0.88: an untrained attention G keeps 88% of its input
 
 
@@ -45,13 +48,14 @@ class StarGANConfig:
     d_repeat_num: int = 6  # stride-2 convs in D
     norm_stats: str = "running"  # InstanceNorm statistics in eval mode: running | instance
     g_output: str = "image"  # G's last layer: image (official) | attention (GANimation)
+    upsample: str = "transposed"  # G's 2x layers: transposed (official, 4x4) | nearest (+ 3x3)
 
     @classmethod
     def from_train_config(cls, cfg: TrainConfig, n_domains: int) -> StarGANConfig:
         m = cfg.model
         return cls(image_size=cfg.data.size, n_domains=n_domains, g_conv_dim=m.g_ch,
                    d_conv_dim=m.d_ch, repeat_num=m.repeat_num, d_repeat_num=m.d_repeat_num,
-                   norm_stats=m.norm_stats, g_output=m.g_output)
+                   norm_stats=m.norm_stats, g_output=m.g_output, upsample=m.g_upsample)
 
     def validate(self, net: str = "GD") -> None:
         """Raise ConfigError naming the config key of a value ``net`` (G, D or both) cannot use."""
@@ -74,6 +78,9 @@ class StarGANConfig:
         if self.g_output not in G_OUTPUTS:
             raise ConfigError(f"model.g_output={self.g_output!r}: expected one of "
                               f"{', '.join(G_OUTPUTS)}")
+        if "G" in net and self.upsample not in G_UPSAMPLE:
+            raise ConfigError(f"model.g_upsample={self.upsample!r}: StarGAN's G takes one of "
+                              f"{', '.join(G_UPSAMPLE)}")
 
 
 def _max_halvings(size: int) -> int:
@@ -132,6 +139,10 @@ class StarGANGenerator(nn.Module):
     ``g_output="image"``: the official layout, ``main`` ends in 7x7 conv + Tanh.
     ``g_output="attention"``: ``main`` ends at the last upsampling; heads
     ``color`` and ``attention`` blend a new image with the input.
+    ``upsample="nearest"``: each 4x4 stride-2 transposed conv becomes a nearest 2x
+    upsample and a 3x3 conv (``NearestConv2x``, at the transposed conv's cost), whose
+    every output pixel has the same total weight: no checkerboard dots in what G paints.
+    The layer keeps its name and index, so only the kernel's shape differs.
     """
 
     def __init__(self, cfg: StarGANConfig) -> None:
@@ -151,8 +162,9 @@ class StarGANGenerator(nn.Module):
             d *= 2
         layers += [ResidualBlock(d, ns) for _ in range(cfg.repeat_num)]  # [B, 4d, S/4, S/4]
         for _ in range(2):  # -> [B, 2d, S/2, S/2] -> [B, d, S, S]
-            layers += [nn.ConvTranspose2d(d, d // 2, kernel_size=4, stride=2, padding=1,
-                                          bias=False),
+            up = (NearestConv2x(d, d // 2) if cfg.upsample == "nearest" else
+                  nn.ConvTranspose2d(d, d // 2, kernel_size=4, stride=2, padding=1, bias=False))
+            layers += [up,
                        InstanceNorm2d(d // 2, ns),
                        nn.ReLU(inplace=True)]
             d //= 2
@@ -227,7 +239,8 @@ class StarGANDiscriminator(nn.Module):
 
 
 def build_stargan_generator(cfg: TrainConfig, n_domains: int) -> StarGANGenerator:
-    """The generator for ``cfg`` (model.g_ch, repeat_num, norm_stats, g_output; data.size)."""
+    """The generator for ``cfg`` (model.g_ch, repeat_num, norm_stats, g_output, g_upsample;
+    data.size)."""
     return StarGANGenerator(StarGANConfig.from_train_config(cfg, n_domains))
 
 
