@@ -122,8 +122,10 @@ def test_nearest_upsampling_is_a_resize_conv():
     assert y.shape == (2, 3, 32, 32)
     assert isinstance(build_generator(load_config("stargan_avatars", ["model.g_upsample=nearest"]),
                                       5).main[12], NearestConv2x)
+    with pytest.raises(ConfigError, match="model.g_upsample='nearest_last': recipe=stargan"):
+        load_config("stargan_avatars", ["model.g_upsample=nearest_last"])  # before any data
     with pytest.raises(ConfigError, match="model.g_upsample='nearest_last'"):
-        build_generator(load_config("stargan_avatars", ["model.g_upsample=nearest_last"]), 5)
+        StarGANGenerator(replace(cfg, upsample="nearest_last"))  # the model's own guard
 
 
 def test_bad_sizes_name_the_key():

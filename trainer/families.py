@@ -230,13 +230,21 @@ def family_choices() -> dict[str, tuple[str, ...]]:
 
 
 def check_family(cfg: TrainConfig) -> None:
-    """ConfigError unless ``model.arch`` belongs to the family ``recipe`` names and every
+    """ConfigError unless ``model.arch`` belongs to the family ``recipe`` names, every
+    other choice the family lists is one of its own values (a key two families share,
+    such as ``model.g_upsample``, may take fewer values in one of them), and every
     ``loss.*`` option set away from its default is one that family's recipe reads."""
     family = family_of(cfg)
     if cfg.model.arch not in family.archs():
         owner = next((f.name for f in FAMILIES.values() if cfg.model.arch in f.archs()), "?")
         raise ConfigError(f"model.arch={cfg.model.arch!r} needs recipe={owner}; recipe="
                           f"{cfg.recipe} takes model.arch {', '.join(family.archs())}")
+    for key, values in family.choices().items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if key != "model.arch" and value not in values:
+            raise ConfigError(f"{key}={value!r}: recipe={cfg.recipe} takes one of "
+                              f"{', '.join(values)}")
     defaults = LossConfig()
     for f in fields(LossConfig):
         value = getattr(cfg.loss, f.name)
