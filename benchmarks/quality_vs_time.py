@@ -95,9 +95,9 @@ def curve(preset: str, minutes: list[float], out: Path, overrides: list[str],
                      "modes": s.get("joint modes"), "modes_real": s.get("joint modes (real)"),
                      "pixel_std_ratio": s.get("pixel std ratio"),
                      "grain_ratio": s.get("grain ratio")})
+        joint = rows[-1]["acc_joint"]
         print(f"  {preset:<24} {m:>6g} min  step {rows[-1]['step']:>6}  FID {rows[-1]['fid']:.1f}"
-              f"  joint {rows[-1]['acc_joint'] if rows[-1]['acc_joint'] is not None else '-'}",
-              flush=True)
+              f"  joint {'-' if joint is None else f'{100 * joint:.1f}%'}", flush=True)
     return rows
 
 

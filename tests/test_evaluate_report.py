@@ -143,6 +143,8 @@ def test_stargan_report(avatar_dir, tmp_path):
     hair = per["Blond_Hair"]
     assert hair["n"] == 4 and 0 <= hair["target_accuracy"] <= 1
     assert 0 < hair["l1"] < 1 and hair["psnr"] > 0, "ground truth re-rendered from meta.jsonl"
+    assert hair["psnr_changed"] > 0 and hair["psnr_kept"] > 0
+    assert "PSNR changed / kept px" in (run / "eval" / "report.md").read_text()
     assert "l1" not in per["Eyeglasses"], "adding glasses has no single ground truth"
     assert (run / "eval" / "translations.png").is_file()
     # no discriminator file beside the generator: the report says nothing of D

@@ -318,6 +318,47 @@ def test_positive_weight_reaches_both_phases():
         assert b["cls"] > a["cls"], step  # the same networks and draws, glasses weigh 5x
 
 
+def test_g_positive_weight_sets_g_apart_from_d():
+    """g_cls_pos_weight overrides cls_pos_weight for G's classification only."""
+    batch = _batch()
+    both = _tiny_recipe(**{"loss.cls_pos_weight.Eyeglasses": 5})
+    d_only = _tiny_recipe(**{"loss.cls_pos_weight.Eyeglasses": 5,
+                             "loss.g_cls_pos_weight.eyeglasses": 1,
+                             "loss.g_cls_pos_weight.Short_Hair": 2})
+    assert d_only.pos_weight.tolist() == [1.0, 1.0, 1.0, 5.0, 1.0]
+    assert d_only.g_pos_weight.tolist() == [1.0, 1.0, 1.0, 1.0, 2.0]
+    assert both.g_pos_weight is both.pos_weight
+    torch.manual_seed(7)
+    _, a = both.d_step(batch)
+    torch.manual_seed(7)
+    _, b = d_only.d_step(batch)
+    assert torch.equal(a["cls"], b["cls"])  # D's weights are the same
+    torch.manual_seed(7)
+    _, a = both.g_step(batch)
+    torch.manual_seed(7)
+    _, b = d_only.g_step(batch)
+    assert not torch.allclose(a["cls"], b["cls"])  # G's are not
+    with pytest.raises(ConfigError, match="loss.g_cls_pos_weight: unknown domain 'Glasses'"):
+        _tiny_recipe(**{"loss.g_cls_pos_weight.Glasses": 1})
+    with pytest.raises(ConfigError, match=r"loss.g_cls_pos_weight.Eyeglasses=0.0: expected"):
+        _tiny_recipe(**{"loss.g_cls_pos_weight.Eyeglasses": 0})
+
+
+def test_d_cls_scale_weighs_d_classification_only():
+    """loss.d_cls_scale multiplies D's classification term; G's loss is left as it was."""
+    batch = _batch()
+    plain, scaled = _tiny_recipe(), _tiny_recipe(**{"loss.d_cls_scale": 3.0})
+    for step, factor in (("d_step", 3.0), ("g_step", 1.0)):
+        torch.manual_seed(7)
+        la, a = getattr(plain, step)(batch)
+        torch.manual_seed(7)
+        lb, b = getattr(scaled, step)(batch)
+        assert torch.equal(a["cls"], b["cls"]), step
+        assert torch.allclose(lb - la, (factor - 1.0) * a["cls"], atol=1e-5), step
+    with pytest.raises(ConfigError, match="loss.d_cls_scale=-1.0: must be >= 0"):
+        load_config("stargan_avatars", ["loss.d_cls_scale=-1"])
+
+
 def test_d_step_terms_match_the_official_formulas():
     r, batch = _tiny_recipe(), _batch()
     G, D = r.models["G"], r.models["D"]
@@ -382,16 +423,35 @@ def test_g_step_terms_match_the_official_formulas():
     assert all(not v.requires_grad for v in logs.values())
 
 
+def test_g_step_identity_term():
+    """loss.lambda_id adds lambda_id x L1(G(x, x's own domains), x); off, G pays nothing for it."""
+    r = _tiny_recipe(**{"loss.lambda_id": 3.0})
+    batch = _batch()
+    loss, logs, (fake, cls, rec), _ = _g_step_and_reference(r, batch)
+    x, c_org = batch["image"], batch["labels"]
+    same = (r.models["G"](x, c_org) - x).abs().mean()
+    assert same > 0 and torch.allclose(logs["id"], same, atol=1e-5)
+    assert torch.allclose(loss, fake + cls + 10.0 * rec + 3.0 * same, atol=1e-4)
+    _, off = _tiny_recipe().g_step(batch)
+    assert "id" not in off
+    with pytest.raises(ConfigError, match="loss.lambda_id=-1.0: must be >= 0"):
+        load_config("stargan_avatars", ["loss.lambda_id=-1"])
+    with pytest.raises(ConfigError, match="lambda_id"):
+        load_config("cgan_avatars", ["loss.lambda_id=1"])
+
+
 def test_g_step_attention_terms():
-    """g_output=attention: the loss adds lambda_mask x mean(A) + lambda_mask_tv x TV(A)."""
+    """g_output=attention: the loss adds lambda_mask x mean(A) + lambda_mask_tv x TV(A)
+    + lambda_change x mean(1 - A)."""
     r = _tiny_recipe(**{"model.g_output": "attention", "loss.lambda_mask": 0.3,
-                        "loss.lambda_mask_tv": 0.01})
+                        "loss.lambda_mask_tv": 0.01, "loss.lambda_change": 0.2})
     loss, logs, (fake, cls, rec), att = _g_step_and_reference(r, _batch())
     official = fake + cls + 10.0 * rec
     tv = ((att[:, :, 1:] - att[:, :, :-1]).abs().sum()
           + (att[..., 1:] - att[..., :-1]).abs().sum()) / 4
     assert torch.allclose(logs["attention"], att.mean()) and torch.allclose(logs["mask_tv"], tv)
-    assert torch.allclose(loss, official + 0.3 * att.mean() + 0.01 * tv, atol=1e-4)
+    assert torch.allclose(loss, official + 0.3 * att.mean() + 0.01 * tv + 0.2 * (1 - att.mean()),
+                          atol=1e-4)
     assert total_variation(torch.ones(2, 1, 5, 5)) == 0
     assert total_variation(torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])) == 2
 
@@ -399,6 +459,8 @@ def test_g_step_attention_terms():
 def test_mask_weights_need_the_attention_output():
     with pytest.raises(ConfigError, match="need model.g_output=attention"):
         load_config("stargan_celeba", ["loss.lambda_mask=0.1"])
+    with pytest.raises(ConfigError, match="need model.g_output=attention"):
+        load_config("stargan_celeba", ["loss.lambda_change=0.1"])
     with pytest.raises(ConfigError, match="loss.lambda_mask_tv=-1.0: must be >= 0"):
         load_config("stargan_avatars", ["loss.lambda_mask_tv=-1"])
     with pytest.raises(ConfigError, match="model.g_output='mask': expected one of image, att"):
@@ -648,6 +710,28 @@ def test_short_training_moves_hair_colour_toward_the_target(avatars64, tmp_path)
         print(f"{name}: hair distance to target x{d1 / d0:.2f}, non-hair pixels moved "
               f"{rest:.1f}")
         assert rest < 0.25 * (d0 - d1), f"{name}: non-hair pixels moved {rest:.1f}"
+
+
+def test_region_psnr_splits_the_error_between_changed_and_kept_pixels():
+    """Image 0: the top row changed (4 of 16 px), one of them off by 51 and one kept pixel
+    off by 51; image 1 unchanged, one pixel off: it counts for "kept" only."""
+    import math
+
+    from trainer.evaluate.stargan_metrics import region_psnr
+
+    source = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    truth = source.clone()
+    truth[0, :, 0, :] = 200
+    fake = truth.clone()
+    fake[0, :, 0, 0] = 149
+    fake[:, :, 3, 3] = 51
+    changed, kept = region_psnr(fake, truth, source)
+    err = (51 / 255) ** 2
+    assert changed == pytest.approx(10 * math.log10(4 / err), abs=1e-3)
+    assert kept == pytest.approx((10 * math.log10(12 / err) + 10 * math.log10(16 / err)) / 2,
+                                 abs=1e-3)
+    changed, kept = region_psnr(fake[1:], truth[1:], source[1:])
+    assert math.isnan(changed) and kept == pytest.approx(10 * math.log10(16 / err), abs=1e-3)
 
 
 def test_discriminator_domains_counts_what_d_calls_positive():

@@ -89,12 +89,17 @@ class LossConfig:
     joint_batch: bool = False  # D scores real and fake images in one forward (one BatchNorm
     # batch, minibatch-std groups within each half); the G phase adds the real batch for that
     lambda_cls: float = 1.0  # StarGAN domain classification
+    d_cls_scale: float = 1.0  # StarGAN: D's classification term is lambda_cls x this (1 official)
     lambda_rec: float = 10.0  # StarGAN cycle reconstruction
+    lambda_id: float = 0.0  # StarGAN: L1 of G(x, x's own domains) against x (identity mapping)
     lambda_mask: float = 0.0  # StarGAN g_output=attention: mean attention (GANimation 0.1)
     lambda_mask_tv: float = 0.0  # StarGAN g_output=attention: attention total variation (1e-5)
+    lambda_change: float = 0.0  # StarGAN g_output=attention: mean of 1 - A, the share G repaints
     targets: str = "permute"  # StarGAN target domains: permute (official) | balanced
     cls_pos_weight: dict[str, float] = field(default_factory=dict)  # StarGAN: weight of a
     # domain's positive term in the classification BCE, e.g. {Eyeglasses: 4} (absent = 1)
+    g_cls_pos_weight: dict[str, float] = field(default_factory=dict)  # StarGAN: G's own
+    # weights, over cls_pos_weight's for G only (e.g. {Eyeglasses: 1}: D alone weighs them)
     r1: float = 0.0  # R1 penalty weight gamma on real images (Mescheder et al. 2018), fp32
     r1_every: int = 16  # lazy R1 (StyleGAN2): every k-th iteration, scaled by k
     r1_tags: str = "right"  # tag-conditioned D: R1 on the score with the image's own tags
@@ -298,13 +303,15 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key}={list(betas)}: expected two numbers in [0, 1)")
     if not 0.0 <= cfg.model.d_dropout < 1.0:
         raise ConfigError(f"model.d_dropout={cfg.model.d_dropout}: expected 0 <= p < 1")
-    for key in ("loss.gp", "loss.clip", "loss.lambda_cls", "loss.lambda_rec",
-                "loss.lambda_mask", "loss.lambda_mask_tv", "loss.r1", "loss.tv"):
+    for key in ("loss.gp", "loss.clip", "loss.lambda_cls", "loss.d_cls_scale",
+                "loss.lambda_rec", "loss.lambda_id", "loss.lambda_mask", "loss.lambda_change",
+                "loss.lambda_mask_tv", "loss.r1", "loss.tv"):
         if _get(cfg, key) < 0:
             raise ConfigError(f"{key}={_get(cfg, key)}: must be >= 0")
-    if (cfg.loss.lambda_mask or cfg.loss.lambda_mask_tv) and cfg.model.g_output != "attention":
-        raise ConfigError("loss.lambda_mask and loss.lambda_mask_tv weigh the attention mask: "
-                          "they need model.g_output=attention")
+    if ((cfg.loss.lambda_mask or cfg.loss.lambda_mask_tv or cfg.loss.lambda_change)
+            and cfg.model.g_output != "attention"):
+        raise ConfigError("loss.lambda_mask, loss.lambda_mask_tv and loss.lambda_change weigh "
+                          "the attention mask: they need model.g_output=attention")
     if cfg.aug.policy.strip():
         from trainer.augment import parse_policy  # the op registry (imports torch)
 

@@ -192,8 +192,9 @@ _SHARED_LOSS = ("adv", "gp", "r1", "r1_every")
 _GAN_LOSS = (*_SHARED_LOSS, "clip", "matching_aware", "wrong_weight", "wrong_tags", "aux",
              "l1", "feature_matching", "mode_seeking", "mode_seeking_pool", "tv", "joint_batch",
              "r1_tags")
-_STARGAN_LOSS = (*_SHARED_LOSS, "lambda_cls", "lambda_rec", "lambda_mask", "lambda_mask_tv",
-                 "targets", "cls_pos_weight")
+_STARGAN_LOSS = (*_SHARED_LOSS, "lambda_cls", "d_cls_scale", "lambda_rec", "lambda_id",
+                 "lambda_mask", "lambda_mask_tv", "lambda_change", "targets", "cls_pos_weight",
+                 "g_cls_pos_weight")
 
 FAMILIES: dict[str, Family] = {
     "gan": Family("gan", _gan_choices, _gan_accepts, _gan_labels,

@@ -180,19 +180,22 @@ def write_report(m: dict, pics: dict, loaded: object, dataset: object, out: Path
         lines += ["## StarGAN translations", "",
                   f"{sg['n_per_domain']} source images without the domain per target domain.",
                   "", "| domain | n | target acc | preservation | L1 (identity) | PSNR (identity) "
-                  "| FID |", "|---|---|---|---|---|---|---|"]
+                  "| PSNR changed / kept px | FID |", "|---|---|---|---|---|---|---|---|"]
         for name, r in sg["per_domain"].items():
             if not r.get("n"):
-                lines.append(f"| {name} | 0 | | | | | |")
+                lines.append(f"| {name} | 0 | | | | | | |")
                 continue
             l1 = f"{r['l1']:.3f} ({r['l1_identity']:.3f})" if "l1" in r else ""
             ps = f"{r['psnr']:.1f} ({r['psnr_identity']:.1f})" if "psnr" in r else ""
+            split = (f"{_fmt(r['psnr_changed'], 1)} / {_fmt(r['psnr_kept'], 1)}"
+                     if "psnr_changed" in r else "")
             lines.append(f"| {name} | {r['n']} | {_pct(r['target_accuracy'])} | "
-                         f"{_pct(r['preservation'])} | {l1} | {ps} | "
+                         f"{_pct(r['preservation'])} | {l1} | {ps} | {split} | "
                          f"{_fmt(r.get('fid', float('nan')), 1)} |")
         lines += ["", "L1 / PSNR against the avatar re-rendered from meta.jsonl with the "
                   "target colour; in brackets the untranslated input against the same "
-                  "ground truth.", ""]
+                  "ground truth. The split: PSNR over the pixels the re-render changes "
+                  "(the part asked for) and over the rest (what should stay).", ""]
         if pics.get("translations"):
             rows = pics["translations"]
             k = max(len(r) // 2 for r in rows)

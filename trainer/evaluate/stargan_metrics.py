@@ -10,7 +10,9 @@ exclusive set, a yes/no head per other attribute) then gives
 - for the avatars, the error against the ground truth: the same avatar re-rendered
   from meta.jsonl with the target attribute changed (hair and eye colours; adding
   glasses or short hair has no single ground truth). L1 on the [0, 1] scale and PSNR,
-  next to the same numbers for the untranslated input (the "do nothing" baseline);
+  next to the same numbers for the untranslated input (the "do nothing" baseline),
+  and the PSNR split between the pixels the re-render changes (the hair) and the
+  rest (what the translation should leave alone), so a low PSNR says which it is;
 - FID of the translations against real images of domain d (optional, costly on CPU);
 - for a run's checkpoint, what D's own domain head sees on the real images: per
   domain the share of images with it that D calls positive (recall) and of those
@@ -86,6 +88,25 @@ def l1_psnr(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     return l1, float((10 * torch.log10(1.0 / mse)).mean())
 
 
+CHANGED_LEVEL = 8  # a pixel whose re-rendered value differs by more (of 255, any channel) changed
+
+
+def region_psnr(fake: torch.Tensor, truth: torch.Tensor, source: torch.Tensor
+                ) -> tuple[float, float]:
+    """Mean per-image PSNR (dB) of uint8 ``fake`` against ``truth`` over the pixels where
+    ``truth`` differs from ``source`` (changed), and over the others (kept); images with
+    no pixel in a region do not count towards its mean (NaN when none has one)."""
+    changed = (truth.int() - source.int()).abs().amax(1) > CHANGED_LEVEL  # [N, H, W]
+    err = ((fake.float() - truth.float()) / 255).pow(2).mean(1)  # [N, H, W]
+    out = []
+    for region in (changed, ~changed):
+        n = region.flatten(1).sum(1)
+        mse = (err * region).flatten(1).sum(1)[n > 0] / n[n > 0]
+        out.append(float((10 * torch.log10(1.0 / mse.clamp(min=1e-10))).mean())
+                   if len(mse) else math.nan)
+    return out[0], out[1]
+
+
 def stargan_metrics(G: nn.Module, dataset: object, domains: object, classifier: TagClassifier,
                     n_per_domain: int = 50, seed: int = 0, fid: bool = False,
                     fid_cache_dir: str | Path | None = None, resize: str = "clean",
@@ -123,6 +144,7 @@ def stargan_metrics(G: nn.Module, dataset: object, domains: object, classifier: 
             truth = ground_truth([records[int(i)] for i in src], change, size)
             r["l1"], r["psnr"] = l1_psnr(fake, truth)
             r["l1_identity"], r["psnr_identity"] = l1_psnr(images[src], truth)
+            r["psnr_changed"], r["psnr_kept"] = region_psnr(fake, truth, images[src])
         if fid:
             has = (labels[:, d] > 0.5).nonzero().flatten()
             if len(has) >= 2 and len(fake) >= 2:
@@ -141,7 +163,7 @@ def stargan_metrics(G: nn.Module, dataset: object, domains: object, classifier: 
         per[name] = r
     out: dict = {"per_domain": per, "n_per_domain": n_per_domain}
     for key in ("target_accuracy", "preservation", "l1", "psnr", "l1_identity",
-                "psnr_identity", "fid", "kid"):
+                "psnr_identity", "psnr_changed", "psnr_kept", "fid", "kid"):
         vals = [r[key] for r in per.values() if key in r and r[key] == r[key]]
         if vals:
             out[f"mean_{key}"] = sum(vals) / len(vals)

@@ -5,14 +5,19 @@ the weights and intervals in the config:
 
 - D: adversarial (``loss.adv``, official WGAN) on real vs G(real, target),
   ``loss.gp`` x gradient penalty (fp32, trainer.losses), and
-  ``loss.lambda_cls`` x domain classification BCE of real images against their
-  own labels.
+  ``loss.lambda_cls`` x ``loss.d_cls_scale`` (1, official) x domain classification
+  BCE of real images against their own labels.
 - G (every ``g_every`` = n_critic iterations): adversarial on G(real, target)
   + ``lambda_cls`` x classification of the fake as the target domains
-  + ``lambda_rec`` x L1 cycle G(G(real, target), source) vs real.
+  + ``lambda_rec`` x L1 cycle G(G(real, target), source) vs real
+  + ``lambda_id`` x L1 of G(real, source) vs real (off by default; CycleGAN's
+  identity loss: asked for the domains it already has, G changes nothing, so
+  what it learns for one domain does not leak into images that do not ask for it).
 - With ``model.g_output=attention`` (GANimation's blend, trainer.models.stargan),
   G also pays ``loss.lambda_mask`` x the mean attention (against keeping the
-  input everywhere) and ``loss.lambda_mask_tv`` x its total variation.
+  input everywhere), ``loss.lambda_mask_tv`` x its total variation, and
+  ``loss.lambda_change`` x the mean of 1 - A, the share of the image it repaints
+  (against changes spilling onto what the target does not ask for).
 - Targets (``loss.targets``): ``permute`` takes the labels of the same batch in a
   random permutation, as the official code does, so they follow the data's
   attribute distribution (a domain 20% of images have is asked for about as
@@ -27,6 +32,9 @@ averaged over the batch (not averaged over domains). ``loss.cls_pos_weight``
 images and G on its fakes: a domain that a fifth of the images have and that
 is drawn in a few pixels (glasses) is otherwise the last one D learns to see,
 and G gets no signal to draw it until D does.
+``loss.g_cls_pos_weight`` sets G's weights apart (over ``cls_pos_weight``'s),
+so D can be taught to see a domain at one weight while G is pushed to draw it at
+another.
 """
 
 from __future__ import annotations
@@ -56,18 +64,19 @@ def domain_classification_loss(logits: torch.Tensor, target: torch.Tensor,
                                               reduction="sum") / logits.shape[0]
 
 
-def positive_weights(weights: dict[str, float], domains: Domains) -> torch.Tensor | None:
-    """``loss.cls_pos_weight`` as a [K] tensor in the domains' order (None when empty)."""
+def positive_weights(weights: dict[str, float], domains: Domains,
+                     key: str = "loss.cls_pos_weight") -> torch.Tensor | None:
+    """``weights`` (the option ``key``) as a [K] tensor in the domains' order (None when empty)."""
     if not weights:
         return None
     out = torch.ones(domains.n_domains)
     for name, w in weights.items():
         i = domains.find(name)
         if i is None:
-            raise ConfigError(f"loss.cls_pos_weight: unknown domain {name!r}; expected one "
+            raise ConfigError(f"{key}: unknown domain {name!r}; expected one "
                               f"of {', '.join(domains.names)}")
         if not w > 0:
-            raise ConfigError(f"loss.cls_pos_weight.{name}={w}: expected a weight > 0")
+            raise ConfigError(f"{key}.{name}={w}: expected a weight > 0")
         out[i] = float(w)
     return out
 
@@ -120,6 +129,10 @@ class StarGanRecipe(Recipe):
         self.adv = ADVERSARIAL[cfg.loss.adv]
         self.sample_targets = TARGET_SAMPLERS[cfg.loss.targets]
         self.pos_weight = positive_weights(dict(cfg.loss.cls_pos_weight), domains)
+        g_key = "loss.g_cls_pos_weight"
+        own = positive_weights(dict(cfg.loss.g_cls_pos_weight), domains, g_key)
+        self.g_pos_weight = self.pos_weight if own is None else positive_weights(
+            {**cfg.loss.cls_pos_weight, **cfg.loss.g_cls_pos_weight}, domains, g_key)
         # D through the model zoo, so aug.policy augments its every input as in the GAN recipe.
         set_pair(self, build_stargan_generator(cfg, domains.n_domains),
                  build_discriminator(cfg, [domains.n_domains]), cfg)
@@ -140,7 +153,7 @@ class StarGanRecipe(Recipe):
         src_fake, _ = D(fake)
         adv = self.adv.d_loss(src_real, src_fake)
         cls = domain_classification_loss(cls_real, src_labels, self.pos_weight)
-        loss = adv + lc.lambda_cls * cls
+        loss = adv + lc.lambda_cls * lc.d_cls_scale * cls
         logs = {"adv": adv.detach(), "cls": cls.detach(),
                 "d_real": src_real.detach().float().mean(),
                 "d_fake": src_fake.detach().float().mean(),
@@ -167,16 +180,22 @@ class StarGanRecipe(Recipe):
         fake, att = G(real, target, with_attention=True)
         src_fake, cls_fake = D(fake)  # the loop keeps D's weights out of this backward
         adv = self.adv.g_loss(src_fake)
-        cls = domain_classification_loss(cls_fake, target, self.pos_weight)
+        cls = domain_classification_loss(cls_fake, target, self.g_pos_weight)
         rec = l1_loss(G(fake, src_labels), real)
         loss = adv + lc.lambda_cls * cls + lc.lambda_rec * rec
         logs = {"adv": adv.detach(), "cls": cls.detach(), "rec": rec.detach(),
                 "cls_acc": domain_accuracy(cls_fake, target)}
+        if lc.lambda_id:
+            same = l1_loss(G(real, src_labels), real)
+            loss = loss + lc.lambda_id * same
+            logs["id"] = same.detach()
         if att is not None:
             mean_att = att.float().mean()
             logs["attention"] = mean_att.detach()
             if lc.lambda_mask:
                 loss = loss + lc.lambda_mask * mean_att
+            if lc.lambda_change:
+                loss = loss + lc.lambda_change * (1 - mean_att)
             if lc.lambda_mask_tv:
                 tv = total_variation(att)
                 loss = loss + lc.lambda_mask_tv * tv
