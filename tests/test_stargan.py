@@ -228,8 +228,9 @@ def test_norm_stats_survive_onnx_export(mode, tmp_path):
 
 # -- losses ---------------------------------------------------------------------------
 def _tiny_recipe(**over) -> StarGanRecipe:
-    overrides = ["data.size=32", "model.g_ch=8", "model.d_ch=8", "model.repeat_num=1",
-                 "model.d_repeat_num=5", *[f"{k}={v}" for k, v in over.items()]]
+    overrides = ["data.size=32", f"data.attrs=[{','.join(AVATARS.names)}]", "model.g_ch=8",
+                 "model.d_ch=8", "model.repeat_num=1", "model.d_repeat_num=5",
+                 *[f"{k}={v}" for k, v in over.items()]]
     torch.manual_seed(0)
     return StarGanRecipe(load_config("stargan_celeba", overrides), AVATARS, 32)
 
@@ -340,6 +341,12 @@ def test_g_positive_weight_sets_g_apart_from_d():
     assert not torch.allclose(a["cls"], b["cls"])  # G's are not
     with pytest.raises(ConfigError, match="loss.g_cls_pos_weight: unknown domain 'Glasses'"):
         _tiny_recipe(**{"loss.g_cls_pos_weight.Glasses": 1})
+    # with data.attrs set, a typo is refused at config load, before any data is read
+    for key in ("cls_pos_weight", "g_cls_pos_weight"):
+        with pytest.raises(ConfigError, match=rf"loss.{key}: unknown domain 'Glases'; "
+                                              r"expected one of Black_Hair, .*\(data.attrs\)"):
+            load_config("stargan_avatars", [f"loss.{key}.Glases=2"])
+    assert load_config("stargan_avatars", ["loss.g_cls_pos_weight.eyeglasses=2"])
     with pytest.raises(ConfigError, match=r"loss.g_cls_pos_weight.Eyeglasses=0.0: expected"):
         _tiny_recipe(**{"loss.g_cls_pos_weight.Eyeglasses": 0})
 

@@ -273,6 +273,23 @@ def _get(cfg: Any, dotted: str) -> Any:
     return cfg
 
 
+def check_domain_weights(cfg: TrainConfig) -> None:
+    """``loss.cls_pos_weight`` / ``g_cls_pos_weight`` name domains of ``data.attrs`` when it
+    is set, so a typo is refused at config load, before any data is read (the recipe
+    checks again against the dataset's own domains)."""
+    attrs = list(cfg.data.attrs)
+    if not attrs or len(set(attrs)) != len(attrs):
+        return
+    from tagvocab.domains import Domains
+
+    domains = Domains(tuple(attrs))
+    for key in ("cls_pos_weight", "g_cls_pos_weight"):
+        for name in getattr(cfg.loss, key):
+            if domains.find(name) is None:
+                raise ConfigError(f"loss.{key}: unknown domain {name!r}; expected one of "
+                                  f"{', '.join(attrs)} (data.attrs)")
+
+
 def validate(cfg: TrainConfig) -> None:
     """Check values that types alone cannot; raise ConfigError naming the key."""
     if cfg.mixed_precision in ("False", "false"):  # YAML's unquoted `no` is a boolean
@@ -292,6 +309,7 @@ def validate(cfg: TrainConfig) -> None:
     from trainer.families import check_family
 
     check_family(cfg)  # model.arch belongs to the recipe's family
+    check_domain_weights(cfg)
     if not 0.0 <= cfg.ema < 1.0:
         raise ConfigError(f"ema={cfg.ema}: expected 0 <= ema < 1")
     if cfg.ema_bn_batches < 0:
