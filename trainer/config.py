@@ -273,6 +273,25 @@ def _get(cfg: Any, dotted: str) -> Any:
     return cfg
 
 
+def domain_weights(weights: Mapping[str, float], domains: Any, key: str,
+                   where: str = "") -> list[float]:
+    """``weights`` (the option ``key``: domain name -> weight) as one weight per domain of
+    ``domains`` (a ``Domains``), in their order, 1 where absent; ConfigError naming the key
+    for an unknown domain (``where`` says what the names were checked against) or a weight
+    that is not > 0. The one check behind ``loss.cls_pos_weight`` and ``g_cls_pos_weight``,
+    at config load and when the StarGAN recipe is built."""
+    out = [1.0] * domains.n_domains
+    for name, w in weights.items():
+        i = domains.find(name)
+        if i is None:
+            raise ConfigError(f"{key}: unknown domain {name!r}; expected one "
+                              f"of {', '.join(domains.names)}{where}")
+        if not w > 0:
+            raise ConfigError(f"{key}.{name}={w}: expected a weight > 0")
+        out[i] = float(w)
+    return out
+
+
 def check_domain_weights(cfg: TrainConfig) -> None:
     """``loss.cls_pos_weight`` / ``g_cls_pos_weight`` name domains of ``data.attrs`` when it
     is set, so a typo is refused at config load, before any data is read (the recipe
@@ -284,10 +303,7 @@ def check_domain_weights(cfg: TrainConfig) -> None:
 
     domains = Domains(tuple(attrs))
     for key in ("cls_pos_weight", "g_cls_pos_weight"):
-        for name in getattr(cfg.loss, key):
-            if domains.find(name) is None:
-                raise ConfigError(f"loss.{key}: unknown domain {name!r}; expected one of "
-                                  f"{', '.join(attrs)} (data.attrs)")
+        domain_weights(getattr(cfg.loss, key), domains, f"loss.{key}", " (data.attrs)")
 
 
 def validate(cfg: TrainConfig) -> None:

@@ -84,8 +84,12 @@ def l1_psnr(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     """Mean absolute error on the [0, 1] scale and mean per-image PSNR (dB) of uint8 pairs."""
     x, y = a.float() / 255, b.float() / 255
     l1 = float((x - y).abs().mean())
-    mse = (x - y).pow(2).flatten(1).mean(1).clamp(min=1e-10)
-    return l1, float((10 * torch.log10(1.0 / mse)).mean())
+    return l1, float(psnr_db((x - y).pow(2).flatten(1).mean(1)).mean())
+
+
+def psnr_db(mse: torch.Tensor) -> torch.Tensor:
+    """PSNR (dB) of mean squared errors on the [0, 1] scale (floored at 1e-10: 100 dB)."""
+    return 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
 
 
 CHANGED_LEVEL = 8  # a pixel whose re-rendered value differs by more (of 255, any channel) changed
@@ -102,8 +106,7 @@ def region_psnr(fake: torch.Tensor, truth: torch.Tensor, source: torch.Tensor
     for region in (changed, ~changed):
         n = region.flatten(1).sum(1)
         mse = (err * region).flatten(1).sum(1)[n > 0] / n[n > 0]
-        out.append(float((10 * torch.log10(1.0 / mse.clamp(min=1e-10))).mean())
-                   if len(mse) else math.nan)
+        out.append(float(psnr_db(mse).mean()) if len(mse) else math.nan)
     return out[0], out[1]
 
 

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.config import ConfigError, TrainConfig
+from trainer.config import ConfigError, TrainConfig, domain_weights
 from trainer.data.vocab import Domains
 from trainer.losses import ADVERSARIAL, gradient_penalty, l1_loss, total_variation
 from trainer.models import build_discriminator
@@ -66,19 +66,9 @@ def domain_classification_loss(logits: torch.Tensor, target: torch.Tensor,
 
 def positive_weights(weights: dict[str, float], domains: Domains,
                      key: str = "loss.cls_pos_weight") -> torch.Tensor | None:
-    """``weights`` (the option ``key``) as a [K] tensor in the domains' order (None when empty)."""
-    if not weights:
-        return None
-    out = torch.ones(domains.n_domains)
-    for name, w in weights.items():
-        i = domains.find(name)
-        if i is None:
-            raise ConfigError(f"{key}: unknown domain {name!r}; expected one "
-                              f"of {', '.join(domains.names)}")
-        if not w > 0:
-            raise ConfigError(f"{key}.{name}={w}: expected a weight > 0")
-        out[i] = float(w)
-    return out
+    """``weights`` (the option ``key``) as a [K] tensor in the domains' order (None when
+    empty), checked by ``trainer.config.domain_weights``."""
+    return torch.tensor(domain_weights(weights, domains, key)) if weights else None
 
 
 def domain_accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -129,10 +119,9 @@ class StarGanRecipe(Recipe):
         self.adv = ADVERSARIAL[cfg.loss.adv]
         self.sample_targets = TARGET_SAMPLERS[cfg.loss.targets]
         self.pos_weight = positive_weights(dict(cfg.loss.cls_pos_weight), domains)
-        g_key = "loss.g_cls_pos_weight"
-        own = positive_weights(dict(cfg.loss.g_cls_pos_weight), domains, g_key)
-        self.g_pos_weight = self.pos_weight if own is None else positive_weights(
-            {**cfg.loss.cls_pos_weight, **cfg.loss.g_cls_pos_weight}, domains, g_key)
+        g_own = dict(cfg.loss.g_cls_pos_weight)  # over cls_pos_weight's, for G only
+        self.g_pos_weight = positive_weights({**cfg.loss.cls_pos_weight, **g_own}, domains,
+                                             "loss.g_cls_pos_weight") if g_own else self.pos_weight
         # D through the model zoo, so aug.policy augments its every input as in the GAN recipe.
         set_pair(self, build_stargan_generator(cfg, domains.n_domains),
                  build_discriminator(cfg, [domains.n_domains]), cfg)
