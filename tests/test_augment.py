@@ -127,6 +127,20 @@ def test_ada_loads_a_state_written_without_the_interval_statistics():
     assert float(aug.p) == 0.25 and aug.rt == 0.0
 
 
+def test_forward_follows_p_as_ada_moves_it_and_as_a_state_loads_it():
+    """forward reads a host copy of p: it must follow every way p changes."""
+    x = torch.rand(8, 3, 16, 16)
+    aug = Augment(["cutout"], target=0.6, interval=1, kimg=0.001)
+    assert torch.equal(aug(x), x)  # ADA starts at p = 0
+    aug.observe(torch.full((8,), 5.0))  # D sure of every real image: p jumps to 1
+    assert float(aug.p) == 1.0 and not torch.equal(aug(x), x)
+    aug.load_state_dict({"p": torch.tensor(0.0), "ada_stats": torch.zeros(3)})
+    assert torch.equal(aug(x), x)
+    fixed = Augment(["cutout"], p=0.0)
+    fixed.load_state_dict({"p": torch.tensor(1.0), "ada_stats": torch.zeros(3)})
+    assert not torch.equal(fixed(x), x)
+
+
 def test_fixed_p_ignores_observations():
     aug = Augment(["color"], p=0.7)
     for _ in range(8):

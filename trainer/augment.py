@@ -118,12 +118,15 @@ class Augment(nn.Module):
         self.register_buffer("p", torch.tensor(0.0 if target > 0 else float(p)))
         # the interval in progress, summed over processes: sum of signs, images, calls
         self.register_buffer("ada_stats", torch.zeros(3))  # float32: exact counts, any device
+        # host copies of p and of the call count, so that a step reads neither from the
+        # device (a GPU sync per D forward); refreshed when p moves and when a state loads
+        self._p, self._calls = float(self.p), 0
 
     def extra_repr(self) -> str:
         return f"policy={','.join(self.names)}, target={self.target}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = float(self.p)
+        p = self._p
         if p <= 0:
             return x
         for name in self.names:
@@ -143,13 +146,14 @@ class Augment(nn.Module):
         batch = torch.stack([s.sign().sum(), torch.tensor(float(s.numel()), device=s.device)])
         stats = self.ada_stats
         stats[:2] += process_sum(batch.to(stats))  # every process holds the same sums
-        stats[2] += 1
-        if int(stats[2]) % self.interval:
+        stats[2] += 1  # kept on the device too, so a checkpoint resumes mid-interval
+        self._calls += 1
+        if self._calls % self.interval:
             return
-        rt = float(stats[0] / stats[1].clamp(min=1))
+        rt = float(stats[0] / stats[1].clamp(min=1))  # one sync per interval
         step = float(stats[1]) / (self.kimg * 1000)
-        new = float(self.p) + (step if rt > self.target else -step)
-        self.p.fill_(min(max(new, 0.0), 1.0))
+        self._p = min(max(self._p + (step if rt > self.target else -step), 0.0), 1.0)
+        self.p.fill_(self._p)
         stats.zero_()
 
     @property
@@ -161,6 +165,7 @@ class Augment(nn.Module):
         """Checkpoints written before ``ada_stats`` existed load with an empty interval."""
         state_dict.setdefault(prefix + "ada_stats", torch.zeros(3))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._p, self._calls = float(self.p), int(self.ada_stats[2])
 
 
 def build_augment(policy: str, p: float = 1.0, target: float = 0.0, interval: int = 4,
