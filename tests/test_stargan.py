@@ -741,6 +741,31 @@ def test_region_psnr_splits_the_error_between_changed_and_kept_pixels():
     assert math.isnan(changed) and kept == pytest.approx(10 * math.log10(16 / err), abs=1e-3)
 
 
+def test_kept_error_maps_where_kept_pixels_went_wrong_and_its_sign(tmp_path):
+    """Pixel (3, 3) is kept in both images and off by 51 in both (darker in image 0,
+    brighter in image 1); the top row changes in image 0 and is kept in image 1."""
+    from trainer.evaluate.report import kept_error_picture
+    from trainer.evaluate.stargan_metrics import kept_error
+
+    source = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    source[:, :, 3, 3] = 100
+    truth = source.clone()
+    truth[0, :, 0, :] = 200
+    fake = truth.clone()
+    fake[0, :, 0, 0] = 149  # changed: not in the map
+    fake[0, :, 3, 3] = 49
+    fake[1, :, 3, 3] = 151
+    where, shift = kept_error(fake, truth, source)
+    assert where.shape == (4, 4)
+    assert where[3, 3] == pytest.approx(51.0)
+    assert where[0, 0] == 0.0 and where[1, 1] == 0.0  # kept and right
+    # 12 + 16 kept pixels, one -51 and one +51 among them
+    assert shift == pytest.approx(0.0)
+    where, shift = kept_error(fake[:1], truth[:1], source[:1])
+    assert torch.isnan(where[0]).all() and shift == pytest.approx(-51 / 12)
+    assert kept_error_picture({"Black_Hair": where}, tmp_path / "k.png").stat().st_size > 0
+
+
 def test_discriminator_domains_counts_what_d_calls_positive():
     """A D that calls every domain positive exactly where image channel 0 is bright: recall
     and specificity 1 for the domain that marks, 0 for its complement."""

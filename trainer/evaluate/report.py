@@ -51,6 +51,32 @@ def sample_grid(G: torch.nn.Module, vocab: object, path: Path, seed: int = 0,
     return save_uint8_grid(generate(G, z, tags), path, cols)
 
 
+KEPT_ERROR_TOP = 64  # the heat maps' scale, fixed (of 255) so runs compare picture to picture
+
+
+def kept_error_picture(maps: dict[str, torch.Tensor], path: Path) -> Path | None:
+    """One heat map per domain (``stargan_metrics.kept_error``), 0 to ``KEPT_ERROR_TOP``
+    (brighter clipped), pixels never kept in grey."""
+    if not maps:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cmap = matplotlib.colormaps["magma"].with_extremes(bad="0.75")
+    fig, axes = plt.subplots(1, len(maps), figsize=(2.2 * len(maps) + 0.8, 2.4), squeeze=False)
+    for ax, (name, m) in zip(axes[0], maps.items(), strict=True):
+        shown = ax.imshow(m.numpy(), cmap=cmap, vmin=0, vmax=KEPT_ERROR_TOP)
+        ax.set_title(name, fontsize=8)
+        ax.axis("off")
+    fig.colorbar(shown, ax=list(axes[0]), fraction=0.04, extend="max",
+                 label="|error| (of 255)")
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
 def _fmt(v: object, digits: int = 3) -> str:
     if isinstance(v, float):
         if math.isnan(v):
@@ -180,22 +206,31 @@ def write_report(m: dict, pics: dict, loaded: object, dataset: object, out: Path
         lines += ["## StarGAN translations", "",
                   f"{sg['n_per_domain']} source images without the domain per target domain.",
                   "", "| domain | n | target acc | preservation | L1 (identity) | PSNR (identity) "
-                  "| PSNR changed / kept px | FID |", "|---|---|---|---|---|---|---|---|"]
+                  "| PSNR changed / kept px | kept px shift | FID |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for name, r in sg["per_domain"].items():
             if not r.get("n"):
-                lines.append(f"| {name} | 0 | | | | | | |")
+                lines.append(f"| {name} | 0 | | | | | | | |")
                 continue
             l1 = f"{r['l1']:.3f} ({r['l1_identity']:.3f})" if "l1" in r else ""
             ps = f"{r['psnr']:.1f} ({r['psnr_identity']:.1f})" if "psnr" in r else ""
             split = (f"{_fmt(r['psnr_changed'], 1)} / {_fmt(r['psnr_kept'], 1)}"
                      if "psnr_changed" in r else "")
+            shift = f"{r['kept_shift']:+.1f}" if "kept_shift" in r else ""
             lines.append(f"| {name} | {r['n']} | {_pct(r['target_accuracy'])} | "
-                         f"{_pct(r['preservation'])} | {l1} | {ps} | {split} | "
+                         f"{_pct(r['preservation'])} | {l1} | {ps} | {split} | {shift} | "
                          f"{_fmt(r.get('fid', float('nan')), 1)} |")
         lines += ["", "L1 / PSNR against the avatar re-rendered from meta.jsonl with the "
                   "target colour; in brackets the untranslated input against the same "
                   "ground truth. The split: PSNR over the pixels the re-render changes "
-                  "(the part asked for) and over the rest (what should stay).", ""]
+                  "(the part asked for) and over the rest (what should stay); the shift: "
+                  "the mean signed error over the kept pixels (of 255, channel mean; < 0 "
+                  "darker than the ground truth).", ""]
+        if pics.get("kept_error") and kept_error_picture(pics["kept_error"], out / "kept_error.png"):
+            lines += ["Where the kept pixels' error sits: per pixel, the mean |translation - "
+                      "ground truth| over the images in which the pixel should stay "
+                      f"(0 to {KEPT_ERROR_TOP} of 255, brighter clipped; grey: never kept).",
+                      "", "![kept error](kept_error.png)", ""]
         if pics.get("translations"):
             rows = pics["translations"]
             k = max(len(r) // 2 for r in rows)

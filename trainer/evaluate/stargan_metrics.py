@@ -12,7 +12,9 @@ exclusive set, a yes/no head per other attribute) then gives
   glasses or short hair has no single ground truth). L1 on the [0, 1] scale and PSNR,
   next to the same numbers for the untranslated input (the "do nothing" baseline),
   and the PSNR split between the pixels the re-render changes (the hair) and the
-  rest (what the translation should leave alone), so a low PSNR says which it is;
+  rest (what the translation should leave alone), so a low PSNR says which it is,
+  with a map of where the kept pixels' error sits and its mean sign (a translation
+  that darkens the whole background reads as a negative shift);
 - FID of the translations against real images of domain d (optional, costly on CPU);
 - for a run's checkpoint, what D's own domain head sees on the real images: per
   domain the share of images with it that D calls positive (recall) and of those
@@ -110,6 +112,22 @@ def region_psnr(fake: torch.Tensor, truth: torch.Tensor, source: torch.Tensor
     return out[0], out[1]
 
 
+def kept_error(fake: torch.Tensor, truth: torch.Tensor, source: torch.Tensor
+               ) -> tuple[torch.Tensor, float]:
+    """Where and how a translation changes what should stay, against the ground truth.
+
+    Returns the per-pixel mean of |fake - truth| (channel mean, of 255) over the images in
+    which the pixel is kept (``region_psnr``'s split; NaN where it never is) as [H, W], and
+    the mean signed error over all kept pixels (a brightness shift: < 0 darker)."""
+    kept = ((truth.int() - source.int()).abs().amax(1) <= CHANGED_LEVEL).float()  # [N, H, W]
+    diff = (fake.float() - truth.float()).mean(1)  # [N, H, W], channel mean
+    n = kept.sum(0)
+    where = (diff.abs() * kept).sum(0) / n.clamp(min=1)
+    where[n == 0] = math.nan
+    shift = float((diff * kept).sum() / kept.sum().clamp(min=1))
+    return where, shift
+
+
 def stargan_metrics(G: nn.Module, dataset: object, domains: object, classifier: TagClassifier,
                     n_per_domain: int = 50, seed: int = 0, fid: bool = False,
                     fid_cache_dir: str | Path | None = None, resize: str = "clean",
@@ -126,6 +144,7 @@ def stargan_metrics(G: nn.Module, dataset: object, domains: object, classifier: 
     g = torch.Generator().manual_seed(seed)
     per: dict[str, dict] = {}
     examples: list[torch.Tensor] = []
+    kept_maps: dict[str, torch.Tensor] = {}
     for d, name in enumerate(names):
         pool = (labels[:, d] < 0.5).nonzero().flatten()
         if len(pool) == 0:
@@ -148,6 +167,7 @@ def stargan_metrics(G: nn.Module, dataset: object, domains: object, classifier: 
             r["l1"], r["psnr"] = l1_psnr(fake, truth)
             r["l1_identity"], r["psnr_identity"] = l1_psnr(images[src], truth)
             r["psnr_changed"], r["psnr_kept"] = region_psnr(fake, truth, images[src])
+            kept_maps[name], r["kept_shift"] = kept_error(fake, truth, images[src])
         if fid:
             has = (labels[:, d] > 0.5).nonzero().flatten()
             if len(has) >= 2 and len(fake) >= 2:
@@ -166,12 +186,13 @@ def stargan_metrics(G: nn.Module, dataset: object, domains: object, classifier: 
         per[name] = r
     out: dict = {"per_domain": per, "n_per_domain": n_per_domain}
     for key in ("target_accuracy", "preservation", "l1", "psnr", "l1_identity",
-                "psnr_identity", "psnr_changed", "psnr_kept", "fid", "kid"):
+                "psnr_identity", "psnr_changed", "psnr_kept", "kept_shift", "fid", "kid"):
         vals = [r[key] for r in per.values() if key in r and r[key] == r[key]]
         if vals:
             out[f"mean_{key}"] = sum(vals) / len(vals)
     if keep_examples:
         out["examples"] = examples
+        out["kept_error"] = kept_maps
     return out
 
 
@@ -223,6 +244,7 @@ def evaluate(G: nn.Module, dataset: object, vocab: object, opts, run) -> None:
         res = stargan_metrics(G, dataset, vocab, model, opts.stargan_n, opts.seed, fid=opts.fid,
                               fid_cache_dir=run.cache, resize=opts.resize, keep_examples=6)
         run.pics["translations"] = res.pop("examples")
+        run.pics["kept_error"] = res.pop("kept_error")
         run.m["stargan"] = res
     if run.loaded is not None:
         from trainer.runs import RunError, load_discriminator
