@@ -97,12 +97,17 @@ def psnr_db(mse: torch.Tensor) -> torch.Tensor:
 CHANGED_LEVEL = 8  # a pixel whose re-rendered value differs by more (of 255, any channel) changed
 
 
+def changed_pixels(truth: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """bool [N, H, W]: the pixels the re-render changes (the rest should stay)."""
+    return (truth.int() - source.int()).abs().amax(1) > CHANGED_LEVEL
+
+
 def region_psnr(fake: torch.Tensor, truth: torch.Tensor, source: torch.Tensor
                 ) -> tuple[float, float]:
     """Mean per-image PSNR (dB) of uint8 ``fake`` against ``truth`` over the pixels where
     ``truth`` differs from ``source`` (changed), and over the others (kept); images with
     no pixel in a region do not count towards its mean (NaN when none has one)."""
-    changed = (truth.int() - source.int()).abs().amax(1) > CHANGED_LEVEL  # [N, H, W]
+    changed = changed_pixels(truth, source)
     err = ((fake.float() - truth.float()) / 255).pow(2).mean(1)  # [N, H, W]
     out = []
     for region in (changed, ~changed):
@@ -119,7 +124,7 @@ def kept_error(fake: torch.Tensor, truth: torch.Tensor, source: torch.Tensor
     Returns the per-pixel mean of |fake - truth| (channel mean, of 255) over the images in
     which the pixel is kept (``region_psnr``'s split; NaN where it never is) as [H, W], and
     the mean signed error over all kept pixels (a brightness shift: < 0 darker)."""
-    kept = ((truth.int() - source.int()).abs().amax(1) <= CHANGED_LEVEL).float()  # [N, H, W]
+    kept = (~changed_pixels(truth, source)).float()  # [N, H, W]
     diff = (fake.float() - truth.float()).mean(1)  # [N, H, W], channel mean
     n = kept.sum(0)
     where = (diff.abs() * kept).sum(0) / n.clamp(min=1)
@@ -186,7 +191,7 @@ def stargan_metrics(G: nn.Module, dataset: object, domains: object, classifier: 
         per[name] = r
     out: dict = {"per_domain": per, "n_per_domain": n_per_domain}
     for key in ("target_accuracy", "preservation", "l1", "psnr", "l1_identity",
-                "psnr_identity", "psnr_changed", "psnr_kept", "kept_shift", "fid", "kid"):
+                "psnr_identity", "psnr_changed", "psnr_kept", "fid", "kid"):
         vals = [r[key] for r in per.values() if key in r and r[key] == r[key]]
         if vals:
             out[f"mean_{key}"] = sum(vals) / len(vals)
