@@ -144,6 +144,49 @@ def test_fid_sensitivity_tiny(tmp_path: Path) -> None:
     assert rows["none (real vs real)"]["grain_ratio"] == 1.0
     assert rows["3x3 binomial blur"]["grain_ratio"] < 1 < rows["noise 8/255"]["grain_ratio"]
     assert rows["noise 2/255"]["grain_ratio"] < rows["noise 8/255"]["grain_ratio"]
+    assert {"2x down, up as 2x2 blocks", "outlines painted over"} <= set(rows)
+
+
+def test_fid_sensitivity_only_picks_rows_and_names_them_when_none_matches(
+        tmp_path: Path) -> None:
+    report = run_tiny("fid_sensitivity", tmp_path, "--only", "outlines", "--only", "blur")
+    assert [r["degradation"] for r in report["results"]] == ["3x3 binomial blur",
+                                                             "outlines painted over"]
+    res = subprocess.run([sys.executable, "-m", "benchmarks.fid_sensitivity", "--tiny",
+                          "--only", "sharpen"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode != 0
+    assert "--only ['sharpen']: no row matches" in res.stderr and "noise 2/255" in res.stderr
+
+
+def test_no_outlines_paints_thin_dark_lines_and_keeps_dark_regions() -> None:
+    import torch
+
+    from benchmarks.fid_sensitivity import no_outlines
+
+    x = torch.full((1, 3, 12, 12), 200, dtype=torch.uint8)
+    x[0, :, :6, 5] = 28  # a 1-pixel outline
+    x[0, :, 2, 8:10] = 28  # a 2-pixel dot (thin: painted too)
+    x[0, :, 8:12, 0:4] = 28  # a 4x4 dark region (black hair): kept
+    x[0, 0, 0:6, 4] = 100  # the line's left neighbours are reddish-grey
+    y = no_outlines(x, torch.Generator())
+    assert (y[0, :, 8:12, 0:4] == 28).all()
+    assert (y[0, :, 2, 8:10] == 200).all()
+    line = y[0, :, :6, 5].float()
+    assert (line > 28).all()  # painted from its sides: the mean of 200 and the reddish 100
+    assert (line[0] < 200).all() and (line[1:] == 200).all()
+    assert (y[0, :, 6:, 5:] == 200).all()  # nothing else moved
+
+
+def test_nearest_down_up_draws_each_2x2_block_in_its_mean() -> None:
+    import torch
+
+    from benchmarks.fid_sensitivity import nearest_down_up
+
+    x = torch.tensor([[10, 30, 0, 0], [50, 70, 0, 4], [1, 1, 2, 2], [1, 1, 2, 2]],
+                     dtype=torch.uint8).expand(1, 3, 4, 4)
+    y = nearest_down_up(x, torch.Generator())
+    assert y[0, 0].tolist() == [[40, 40, 1, 1], [40, 40, 1, 1], [1, 1, 2, 2], [1, 1, 2, 2]]
 
 
 def test_palette_picks_tiny(tmp_path: Path) -> None:
