@@ -447,6 +447,69 @@ def test_g_step_identity_term():
         load_config("cgan_avatars", ["loss.lambda_id=1"])
 
 
+def test_difference_condition_feeds_g_target_minus_source():
+    """model.g_condition=difference: G sees target - source (STGAN); target ignores source."""
+    torch.manual_seed(0)
+    plain = StarGANGenerator(StarGANConfig(image_size=32, n_domains=5, g_conv_dim=8,
+                                           repeat_num=1)).eval()
+    diff = StarGANGenerator(replace(plain.cfg, condition="difference")).eval()
+    diff.load_state_dict(plain.state_dict())  # the same weights: the input layer is K wide
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    src = _batch()["labels"]
+    trg = src.flip(0)
+    with torch.no_grad():
+        assert torch.allclose(diff(x, trg, src), plain(x, trg - src), atol=1e-6)
+        assert (diff(x, trg, src) - plain(x, trg)).abs().max() > 1e-3
+        assert torch.equal(plain(x, trg, src), plain(x, trg))  # the official G ignores it
+        # asked for what it has, the difference G is told "no change", whatever the image
+        assert torch.allclose(diff(x, src, src), plain(x, torch.zeros_like(src)), atol=1e-6)
+    with pytest.raises(ValueError, match="model.g_condition=difference: G needs the source"):
+        diff(x, trg)
+    with pytest.raises(ValueError, match=r"source vector has shape \(4, 3\)"):
+        diff(x, trg, src[:, :3])
+    with pytest.raises(ConfigError, match="model.g_condition='delta': expected one of target, "
+                                          "difference"):
+        StarGANGenerator(replace(plain.cfg, condition="delta"))
+    with pytest.raises(ConfigError, match="model.g_condition='difference': recipe=gan takes "
+                                          "one of target"):
+        load_config("cgan_avatars", ["model.g_condition=difference"])
+
+
+def test_difference_condition_reaches_every_call_of_g():
+    """Both phases (the cycle's source is the target), the sample grid and g_inputs give G
+    the source domains; an exported .onnx cannot carry them yet, and says so."""
+    from export.graph import ExportError
+    from export.onnx_export import export_generator
+
+    r = _tiny_recipe(**{"model.g_condition": "difference", "loss.lambda_id": 1.0})
+    calls: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    G = r.models["G"]
+    hook = G.register_forward_pre_hook(
+        lambda m, args, kwargs: calls.append((args[1], args[2] if len(args) > 2 else None)),
+        with_kwargs=True)
+    batch = _batch()
+    torch.manual_seed(6)
+    r.d_step(batch)
+    torch.manual_seed(6)
+    r.g_step(batch)
+    c_org = batch["labels"]
+    assert len(calls) == 4  # D's fake, G's fake, the cycle, the identity
+    (t1, s1), (t2, s2), (t3, s3), (t4, s4) = calls
+    assert torch.equal(s1, c_org) and torch.equal(s2, c_org)
+    assert torch.equal(t3, c_org) and torch.equal(s3, t2)  # back from the target it was given
+    assert torch.equal(t4, c_org) and torch.equal(s4, c_org)
+    calls.clear()
+    fixed = r.fixed_inputs(_Images(20), n=24, seed=0)
+    r.sample(G, fixed)
+    assert len(calls) == 5 and all(torch.equal(s, fixed["labels"]) for _, s in calls)
+    images, targets, sources = r.g_inputs(_Images(20), 3, torch.Generator().manual_seed(0))
+    assert sources.shape == targets.shape == (3, 5)
+    hook.remove()
+    with pytest.raises(ExportError, match="model.g_condition='difference': this generator also "
+                                          "needs the input's own domains"):
+        export_generator(G, r.cfg, AVATARS, "unused.onnx", step=0, config_hash="x")
+
+
 def test_g_step_attention_terms():
     """g_output=attention: the loss adds lambda_mask x mean(A) + lambda_mask_tv x TV(A)
     + lambda_change x mean(1 - A)."""

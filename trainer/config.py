@@ -57,6 +57,8 @@ class ModelConfig:
     d_repeat_num: int = 6  # StarGAN: stride-2 convs in D
     norm_stats: str = "running"  # StarGAN inference InstanceNorm statistics: running | instance
     g_output: str = "image"  # StarGAN G output: image (official) | attention (GANimation blend)
+    g_condition: str = "target"  # StarGAN G's domain input: target (official) | difference
+    #                              (target - source, as STGAN)
     g_upsample: str = "transposed"  # dcgan, stargan G: transposed (4x4 stride 2) | nearest (+ 3x3 conv)
     #                                  | nearest_last (resize-conv for the output layer only)
     #                                  | bilinear_last (output conv at S/2, bilinear 2x)

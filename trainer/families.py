@@ -81,7 +81,8 @@ def _gan_choices() -> dict[str, tuple[str, ...]]:
 
     return {"model.arch": tuple(TRUNKS), "model.cond": tuple(HEADS),
             "model.g_upsample": tuple(UPSAMPLE), "model.d_norm": D_NORMS,
-            "model.g_palette_pick": PALETTE_PICKS}
+            "model.g_palette_pick": PALETTE_PICKS,
+            "model.g_condition": ("target",)}  # a tag G has no source to subtract
 
 
 def _gan_accepts(labels: Labels) -> bool:
@@ -135,12 +136,12 @@ def _gan_recipe(cfg: TrainConfig, labels: Labels, image_size: int) -> Recipe:
 
 # -- StarGAN: image-to-image translation between attribute domains -------------------------
 def _stargan_choices() -> dict[str, tuple[str, ...]]:
-    from trainer.models.stargan import G_OUTPUTS, G_UPSAMPLE, NORM_STATS
+    from trainer.models.stargan import G_CONDITIONS, G_OUTPUTS, G_UPSAMPLE, NORM_STATS
     from trainer.recipes.stargan import TARGET_SAMPLERS
 
     return {"model.arch": ("stargan",), "model.norm_stats": NORM_STATS,
             "model.g_output": G_OUTPUTS, "model.g_upsample": G_UPSAMPLE,
-            "loss.targets": tuple(TARGET_SAMPLERS)}
+            "model.g_condition": G_CONDITIONS, "loss.targets": tuple(TARGET_SAMPLERS)}
 
 
 def _stargan_accepts(labels: Labels) -> bool:

@@ -78,14 +78,16 @@ def target_vector(domains: Domains, source: np.ndarray, to: Sequence[str] = (),
 
 
 @torch.no_grad()
-def translate(G: nn.Module, images: torch.Tensor, targets: torch.Tensor | np.ndarray
-              ) -> torch.Tensor:
-    """G(images [B,3,S,S] in [-1,1], targets [B,K] or [K]) in eval mode -> [B,3,S,S] CPU float."""
-    t = torch.as_tensor(np.asarray(targets, np.float32))
-    if t.dim() == 1:
-        t = t.expand(images.shape[0], -1)
+def translate(G: nn.Module, images: torch.Tensor, targets: torch.Tensor | np.ndarray,
+              sources: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
+    """G(images [B,3,S,S] in [-1,1], targets [B,K] or [K], the inputs' own domains
+    ``sources`` likewise) in eval mode -> [B,3,S,S] CPU float."""
+    def rows(v: torch.Tensor | np.ndarray) -> torch.Tensor:
+        t = torch.as_tensor(np.asarray(v, np.float32))
+        return t.expand(images.shape[0], -1) if t.dim() == 1 else t
     with eval_mode(G) as put:
-        return G(put(images), put(t)).float().cpu()
+        src = None if sources is None else put(rows(sources))
+        return G(put(images), put(rows(targets)), src).float().cpu()
 
 
 def grid_with_header(images: torch.Tensor, nrow: int, titles: Sequence[str],
@@ -172,7 +174,7 @@ def run(args: argparse.Namespace) -> Path:
         picture = (grid_image(images, nrow) if args.no_header
                    else grid_with_header(images, nrow, titles))
     else:
-        y = translate(G, x, targets)
+        y = translate(G, x, targets, src)
         if len(args.image) == 1:
             picture = Image.fromarray(to_uint8(y)[0].permute(1, 2, 0).numpy())
         else:  # one row per input: input, translation

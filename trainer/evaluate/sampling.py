@@ -63,13 +63,15 @@ def iter_generate(G: nn.Module, z: torch.Tensor, tags: torch.Tensor | None,
 
 @torch.no_grad()
 def translate(G: nn.Module, images: torch.Tensor, domains: torch.Tensor,
-              batch: int = 32) -> torch.Tensor:
-    """StarGAN: uint8 translations of uint8 ``images`` to ``domains`` [N, n_domains]."""
+              source: torch.Tensor | None = None, batch: int = 32) -> torch.Tensor:
+    """StarGAN: uint8 translations of uint8 ``images`` to ``domains`` [N, n_domains];
+    ``source`` [N, n_domains]: the images' own domains (``model.g_condition=difference``)."""
     out = []
     with eval_mode(G) as put:
         for i in range(0, len(images), batch):
             x = put(images[i:i + batch].float().div(127.5).sub(1.0))
-            out.append(to_uint8(G(x, put(domains[i:i + batch]))))
+            src = None if source is None else put(source[i:i + batch].float())
+            out.append(to_uint8(G(x, put(domains[i:i + batch]), src)))
     return torch.cat(out) if out else torch.zeros(0, *images.shape[1:], dtype=torch.uint8)
 
 

@@ -157,7 +157,7 @@ def stargan_metrics(G: nn.Module, dataset: object, domains: object, classifier: 
             continue
         src = pool[torch.randperm(len(pool), generator=g)[:n_per_domain]]
         target = torch.from_numpy(domains.apply(labels[src].numpy(), [name]))  # type: ignore[attr-defined]
-        fake = translate(G, images[src], target)
+        fake = translate(G, images[src], target, labels[src])
         pred = predict(classifier, fake)
         head, cls = head_of_domain(classifier, name)
         want = domain_classes(classifier, domains, target)
@@ -230,7 +230,8 @@ def discriminator_domains(D: nn.Module, dataset: object, domains: object, n: int
 def probe(G: nn.Module, dataset: object, vocab: object, n: int) -> torch.Tensor:
     """G's translations of the first ``n`` images to their own labels (finiteness check)."""
     x = dataset.images[:n].float().div(127.5).sub(1.0)  # type: ignore[attr-defined]
-    return G(x, dataset.labels[:n].float())  # type: ignore[attr-defined]
+    own = dataset.labels[:n].float()  # type: ignore[attr-defined]
+    return G(x, own, own)
 
 
 def evaluate(G: nn.Module, dataset: object, vocab: object, opts, run) -> None:

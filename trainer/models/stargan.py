@@ -18,6 +18,11 @@ and an attention head A (7x7 conv + Sigmoid), output ``A * input + (1 - A) * C``
 A starts near 1 (its bias is ``ATTENTION_INIT_BIAS``), so an untrained G is
 close to the identity and training only has to learn what to change: on flat
 cartoon art that is the difference between minutes and hours.
+
+``condition="difference"`` (an option; the official G is told the target domains)
+feeds G the change asked for, target minus source, as STGAN (Liu et al. 2019)
+does: a hair-colour target then reads 0 on every other attribute, and G need not
+re-derive from the image what to leave alone (docs/stargan.md).
 The models know nothing of Accelerate, losses or the training loop.
 """
 
@@ -35,6 +40,7 @@ from trainer.models.layers import NearestConv2x
 NORM_STATS = ("running", "instance")
 G_OUTPUTS = ("image", "attention")
 G_UPSAMPLE = ("transposed", "nearest")  # model.g_upsample for StarGAN's G
+G_CONDITIONS = ("target", "difference")  # model.g_condition: what G is told of the domains
 ATTENTION_INIT_BIAS = 2.0  # sigmoid(2) = 0.88: an untrained attention G keeps 88% of its input
 
 
@@ -49,13 +55,15 @@ class StarGANConfig:
     norm_stats: str = "running"  # InstanceNorm statistics in eval mode: running | instance
     g_output: str = "image"  # G's last layer: image (official) | attention (GANimation)
     upsample: str = "transposed"  # G's 2x layers: transposed (official, 4x4) | nearest (+ 3x3)
+    condition: str = "target"  # G's domain input: target (official) | difference (STGAN)
 
     @classmethod
     def from_train_config(cls, cfg: TrainConfig, n_domains: int) -> StarGANConfig:
         m = cfg.model
         return cls(image_size=cfg.data.size, n_domains=n_domains, g_conv_dim=m.g_ch,
                    d_conv_dim=m.d_ch, repeat_num=m.repeat_num, d_repeat_num=m.d_repeat_num,
-                   norm_stats=m.norm_stats, g_output=m.g_output, upsample=m.g_upsample)
+                   norm_stats=m.norm_stats, g_output=m.g_output, upsample=m.g_upsample,
+                   condition=m.g_condition)
 
     def validate(self, net: str = "GD") -> None:
         """Raise ConfigError naming the config key of a value ``net`` (G, D or both) cannot use."""
@@ -78,6 +86,9 @@ class StarGANConfig:
         if self.g_output not in G_OUTPUTS:
             raise ConfigError(f"model.g_output={self.g_output!r}: expected one of "
                               f"{', '.join(G_OUTPUTS)}")
+        if "G" in net and self.condition not in G_CONDITIONS:
+            raise ConfigError(f"model.g_condition={self.condition!r}: expected one of "
+                              f"{', '.join(G_CONDITIONS)}")
         if "G" in net and self.upsample not in G_UPSAMPLE:
             raise ConfigError(f"model.g_upsample={self.upsample!r}: StarGAN's G takes one of "
                               f"{', '.join(G_UPSAMPLE)}")
@@ -134,7 +145,7 @@ class ResidualBlock(nn.Module):
 
 
 class StarGANGenerator(nn.Module):
-    """G(image [B,3,S,S] in [-1,1], domains [B,K]) -> image [B,3,S,S] in [-1,1].
+    """G(image [B,3,S,S] in [-1,1], domains [B,K], source [B,K] | None) -> image [B,3,S,S].
 
     ``g_output="image"``: the official layout, ``main`` ends in 7x7 conv + Tanh.
     ``g_output="attention"``: ``main`` ends at the last upsampling; heads
@@ -194,13 +205,21 @@ class StarGANGenerator(nn.Module):
         return self
 
     def forward(self, image: torch.Tensor, domains: torch.Tensor,
-                with_attention: bool = False
+                source: torch.Tensor | None = None, with_attention: bool = False
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
-        """The translated image; with ``with_attention`` also the attention [B,1,S,S]
-        (None for the official output). A keyword, so it passes through DDP."""
-        if domains.dim() != 2 or domains.shape[1] != self.cfg.n_domains:
-            raise ValueError(f"domain vector has shape {tuple(domains.shape)}, expected "
-                             f"[B, {self.cfg.n_domains}]")
+        """The translation of ``image`` to the target ``domains``; with ``with_attention``
+        also the attention [B,1,S,S] (None for the official output). ``source``: the
+        image's own domains, which ``condition="difference"`` needs (G is then fed
+        ``domains - source``) and ``"target"`` ignores. Keywords pass through DDP."""
+        k = self.cfg.n_domains
+        for name, v in (("domain", domains), ("source", source)):
+            if v is not None and (v.dim() != 2 or v.shape[1] != k):
+                raise ValueError(f"{name} vector has shape {tuple(v.shape)}, expected [B, {k}]")
+        if self.cfg.condition == "difference":
+            if source is None:
+                raise ValueError("model.g_condition=difference: G needs the source domains "
+                                 "(the image's own attributes) as well as the target")
+            domains = domains.to(image.dtype) - source.to(image.dtype)
         c = domains.to(image.dtype)[:, :, None, None].expand(-1, -1, *image.shape[2:])
         h = self.main(torch.cat([image, c], dim=1))
         a = None

@@ -24,6 +24,8 @@ the weights and intervals in the config:
   often); ``balanced`` draws each image's target afresh, one member of each
   exclusive set uniformly and every other domain on with probability 1/2, so
   rare attributes are asked for as often as common ones.
+- G is given the source domains too wherever it runs (the cycle's source is the
+  target), for ``model.g_condition=difference``, which feeds it target - source.
 - The linear lr decay over the second half is the loop's (``lr_decay_start``).
 
 The classification loss is the official one: BCE summed over domains and
@@ -137,7 +139,7 @@ class StarGanRecipe(Recipe):
         real, src_labels = batch["image"], batch["labels"]
         target = self.sample_targets(src_labels, self.domains)
         with torch.no_grad():
-            fake = G(real, target)
+            fake = G(real, target, src_labels)
         src_real, cls_real = D(real)  # [B,1,h,w], [B,K]
         src_fake, _ = D(fake)
         adv = self.adv.d_loss(src_real, src_fake)
@@ -166,16 +168,16 @@ class StarGanRecipe(Recipe):
         G, D, lc = self.models["G"], self.models["D"], self.cfg.loss
         real, src_labels = batch["image"], batch["labels"]
         target = self.sample_targets(src_labels, self.domains)
-        fake, att = G(real, target, with_attention=True)
+        fake, att = G(real, target, src_labels, with_attention=True)
         src_fake, cls_fake = D(fake)  # the loop keeps D's weights out of this backward
         adv = self.adv.g_loss(src_fake)
         cls = domain_classification_loss(cls_fake, target, self.g_pos_weight)
-        rec = l1_loss(G(fake, src_labels), real)
+        rec = l1_loss(G(fake, src_labels, target), real)
         loss = adv + lc.lambda_cls * cls + lc.lambda_rec * rec
         logs = {"adv": adv.detach(), "cls": cls.detach(), "rec": rec.detach(),
                 "cls_acc": domain_accuracy(cls_fake, target)}
         if lc.lambda_id:
-            same = l1_loss(G(real, src_labels), real)
+            same = l1_loss(G(real, src_labels, src_labels), real)
             loss = loss + lc.lambda_id * same
             logs["id"] = same.detach()
         if att is not None:
@@ -204,13 +206,14 @@ class StarGanRecipe(Recipe):
                 "labels": dataset.labels[idx].float()}
 
     def g_inputs(self, dataset, n: int, g: torch.Generator) -> tuple:
-        """(``n`` random real images, targets drawn from their labels as in training)."""
+        """(``n`` random real images, targets drawn from their labels as in training, the
+        labels: G's source domains)."""
         from trainer.data.transforms import to_model_input
 
         idx = torch.randint(len(dataset), (n,), generator=g)
         labels = dataset.labels[idx].float()
         targets = self.sample_targets(labels, self.domains, g)
-        return to_model_input(dataset.images[idx], flip=False), targets
+        return to_model_input(dataset.images[idx], flip=False), targets, labels
 
     @torch.no_grad()
     def sample(self, G: nn.Module, fixed: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
@@ -230,6 +233,7 @@ def translation_grid(G: nn.Module, domains: Domains, images: torch.Tensor,
     targets = domains.grid_targets(labels.float().cpu().numpy())  # K x (name, [R, K])
     with eval_mode(G) as put:
         x = put(images)
-        outs = [x] + [G(x, put(torch.from_numpy(t))) for _, t in targets]
+        source = put(labels.float())
+        outs = [x] + [G(x, put(torch.from_numpy(t)), source) for _, t in targets]
     grid = torch.stack(outs, dim=1)  # [R, 1+K, 3, S, S]
     return grid.flatten(0, 1).float().cpu(), grid.shape[1]
