@@ -625,6 +625,32 @@ def test_translate_grid(fake_run, inputs, tmp_path, capsys):
         assert im.size == (2 + 6 * 34, 14 + 2 + 2 * 34)
 
 
+def test_translate_gives_a_difference_g_the_from_domains(fake_run, inputs, tmp_path, capsys):
+    """With model.g_condition=difference the CLI's --from reaches G as the source."""
+    run = tmp_path / "diff"
+    run.mkdir()
+    for f in ("vocab.json", "checkpoints"):
+        (run / f).symlink_to(fake_run / f)
+    cfg = load_config(str(fake_run / "config.yaml"), ["model.g_condition=difference"])
+    (run / "config.yaml").write_text(to_yaml(cfg))
+    G = build_generator(cfg, 5)
+    G.load_state_dict(load_file(latest_checkpoint(fake_run) / EMA_FILE))
+    x = translate.load_input(inputs["RGB"], 32)
+    src = translate.source_vector(AVATARS, ["Black_Hair"])
+    tgt = translate.target_vector(AVATARS, src, ["Blond_Hair"])
+    with torch.no_grad():
+        expect = G.eval()(x, torch.from_numpy(tgt)[None], torch.from_numpy(src)[None])
+    assert torch.allclose(translate.translate(G, x, tgt, src), expect)
+    out = tmp_path / "diff.png"
+    code, err = cli(["--run", str(run), "--image", str(inputs["RGB"]), "--to", "Blond_Hair",
+                     "--from", "Black_Hair", "--out", str(out), "--crop", "178"], capsys)
+    assert code == 0, err
+    with Image.open(out) as im:
+        got = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).float()
+    want = ((expect[0].clamp(-1, 1) + 1) * 127.5).round()
+    assert (got - want).abs().max() <= 1
+
+
 def test_translate_to_matches_the_targets(fake_run, inputs):
     """--to keeps non-named attributes, switches hair siblings off; = G on that vector."""
     src = translate.source_vector(AVATARS, ["Black_Hair", "Eyeglasses"])
