@@ -134,10 +134,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def selected(only: list[str] | None) -> list[str]:
+    """The rows whose name contains one of ``only`` (every row if None or empty)."""
+    return [name for name in DEGRADATIONS if not only or any(t in name for t in only)]
+
+
 def measure(dataset: object, n: int, seed: int, resize: str, cache_dir: Path,
-            only: list[str] | None = None) -> list[dict]:
-    """One row per degradation (those whose name contains one of ``only``, if given):
-    FID and KID against sample A, and the grain ratio."""
+            names: list[str] | None = None) -> list[dict]:
+    """One row per degradation in ``names`` (default all): FID and KID against sample A,
+    and the grain ratio."""
     from trainer.evaluate.diversity import grain
     from trainer.evaluate.fid import extract_features, fid_from_features, real_features_cached
     from trainer.evaluate.gan_metrics import real_sample_cache
@@ -154,10 +159,8 @@ def measure(dataset: object, n: int, seed: int, resize: str, cache_dir: Path,
     b = images[idx[n:]].contiguous()
     g0 = grain(b)
     rows = []
-    for name, degrade in DEGRADATIONS.items():
-        if only and not any(t in name for t in only):
-            continue
-        x = degrade(b, torch.Generator().manual_seed(seed))
+    for name in names or list(DEGRADATIONS):
+        x = DEGRADATIONS[name](b, torch.Generator().manual_seed(seed))
         res = fid_from_features(feats_a, extract_features(x.split(64), resize))  # type: ignore[arg-type]
         rows.append({"degradation": name, "fid": res["fid"], "kid": res["kid"],
                      "grain_ratio": grain(x) / g0 if g0 > 0 else float("nan"),
@@ -190,10 +193,11 @@ def main(argv: list[str] | None = None) -> int:
                              f"`tagface data avatars --out {data}`)")
         dataset = load_dataset(data, size=size)
         machine = machine_info()
-        if args.only and not any(t in name for t in args.only for name in DEGRADATIONS):
+        names = selected(args.only)
+        if not names:
             raise SystemExit(f"error: --only {args.only}: no row matches; the rows are: "
                              f"{'; '.join(DEGRADATIONS)}")
-        rows = measure(dataset, n, args.seed, args.resize, eval_cache_dir(cache), args.only)
+        rows = measure(dataset, n, args.seed, args.resize, eval_cache_dir(cache), names)
         finish_machine(machine)
         print()
         print(machine_line(machine))

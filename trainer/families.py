@@ -163,6 +163,10 @@ def _stargan_graph(cfg: TrainConfig, labels: Labels) -> GraphIO:
     if not _stargan_accepts(labels):
         raise ConfigError(f"a StarGAN run needs vocab.json listing its domains "
                           f"(found {_found(labels)})")
+    if cfg.model.g_condition != "target":
+        raise ConfigError(f"model.g_condition={cfg.model.g_condition!r}: this generator also "
+                          f"needs the input's own domains, which the .onnx interface (image, "
+                          f"domains) does not carry yet; export a model.g_condition=target run")
     s = cfg.data.size
     # ONNX forbids an output named like an input: the translated image is "translated".
     return GraphIO({"image": (3, s, s), "domains": (labels.n_domains,)}, "translated")
