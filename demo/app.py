@@ -162,7 +162,8 @@ class DemoApp:
                                         _orig_name(image), m.meta.preprocess)
             plan = domain_targets(m, list(targets or []), list(source or []))
             t0 = time.perf_counter()
-            out = m.translate(pixels[None], np.stack([v for _, v in plan]))  # [K, S, S, 3]
+            out = m.translate(pixels[None], np.stack([v for _, v in plan]),  # [K, S, S, 3]
+                              source=list(source or []))
             ms = (time.perf_counter() - t0) * 1000
         except InputError as e:
             raise gr.Error(str(e), print_exception=False) from None

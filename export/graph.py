@@ -51,7 +51,8 @@ def signature(cfg: TrainConfig, vocab: Vocab | Domains | None) -> Signature:
 
 
 def random_inputs(sig: Signature, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Plausible inputs: z ~ N(0, 1), valid one-hot tags, images in [-1, 1], 0/1 domains."""
+    """Plausible inputs: z ~ N(0, 1), valid one-hot tags, images in [-1, 1], 0/1 domains
+    (target and source alike)."""
     out: dict[str, np.ndarray] = {}
     for name, shape in sig.inputs.items():
         if name == "z":
@@ -91,8 +92,17 @@ class _StarGAN(_Unconditional):
         return self.g(image, domains)
 
 
+class _StarGANSource(_Unconditional):
+    """model.g_condition=difference: G also takes the input's own domains."""
+
+    def forward(self, image: torch.Tensor, domains: torch.Tensor,  # type: ignore[override]
+                source: torch.Tensor) -> torch.Tensor:
+        return self.g(image, domains, source)
+
+
 WRAPPERS: dict[tuple[str, ...], type[_Unconditional]] = {
-    ("z",): _Unconditional, ("z", "tags"): _Conditional, ("image", "domains"): _StarGAN}
+    ("z",): _Unconditional, ("z", "tags"): _Conditional, ("image", "domains"): _StarGAN,
+    ("image", "domains", "source"): _StarGANSource}
 
 
 def wrap(model: nn.Module, sig: Signature) -> nn.Module:

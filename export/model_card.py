@@ -100,13 +100,16 @@ def _example(name: str, meta: Mapping[str, str], groups: list[dict]) -> str:
         target = names[1] if len(names) > 1 else names[0]
         vec = ", ".join("1" if n == target else "0" for n in names)
         s = meta["image_size"]
+        source = ""  # g_condition difference: the input's own domains too (here none)
+        if meta.get("g_condition") == "difference":
+            source = f", 'source': np.zeros((1, {len(names)}), np.float32)"
         return "\n".join([
             "import numpy as np, onnxruntime as ort; from PIL import Image",
             f"sess = ort.InferenceSession({name + '.onnx'!r}, providers=['CPUExecutionProvider'])",
             f"x = np.asarray(Image.open('face.png').convert('RGB').resize(({s}, {s}), "
             f"Image.BILINEAR), np.float32).transpose(2, 0, 1)[None] / 127.5 - 1  # a square face",
-            f"y = sess.run(None, {{'image': x, 'domains': np.array([[{vec}]], np.float32)}})[0]"
-            f"  # {target}",
+            f"y = sess.run(None, {{'image': x, 'domains': np.array([[{vec}]], np.float32)"
+            f"{source}}})[0]  # {target}",
             f"Image.fromarray({to_uint8}).save('out.png')"])
     z = f"np.random.default_rng(0).standard_normal((1, {meta['z_dim']}), np.float32)"
     if groups:
@@ -173,8 +176,11 @@ def model_card(name: str, meta: Mapping[str, str], cfg: TrainConfig, run: Path,
     if kind == "stargan":
         body += [f"| `image` | float32 [B, 3, {size}, {size}] | RGB, values in [-1, 1] |",
                  f"| `domains` | float32 [B, {len(domains['names'])}] | 0/1 per domain: "
-                 f"{', '.join(domains['names'])} |",
-                 f"| `translated` (output) | float32 [B, 3, {size}, {size}] | RGB in [-1, 1] |",
+                 f"{', '.join(domains['names'])} |"]
+        if meta.get("g_condition") == "difference":
+            body += [f"| `source` | float32 [B, {len(domains['names'])}] | 0/1 per domain: the "
+                     f"input's own; the generator is told `domains - source` |"]
+        body += [f"| `translated` (output) | float32 [B, 3, {size}, {size}] | RGB in [-1, 1] |",
                  "", "Prepare an image as training did (the `preprocess` metadata): composite "
                  "transparency onto white, crop the centred square (offset "
                  "`round((W - side) / 2)`), resize with PIL's bilinear filter, then "

@@ -11,8 +11,10 @@ then writes the model card beside it (export/model_card.py).
 
 Graph contract (docs/architecture.md): GAN inputs ``z`` [B, z_dim] and ``tags``
 [B, n_tags] (no ``tags`` when unconditional), output ``image`` [B, 3, S, S];
-StarGAN inputs ``image`` [B, 3, S, S] and ``domains`` [B, n_domains], output
-``translated`` (ONNX forbids an output named like an input). Values in [-1, 1].
+StarGAN inputs ``image`` [B, 3, S, S] and ``domains`` [B, n_domains] (the target),
+plus ``source`` [B, n_domains] (the input's own domains) when ``model.g_condition``
+is ``difference``; output ``translated`` (ONNX forbids an output named like an
+input). Values in [-1, 1].
 
 StarGAN InstanceNorm statistics: the exported graph uses what the generator
 uses in eval mode, chosen by ``model.norm_stats`` in the run's config:
@@ -107,6 +109,8 @@ def build_metadata(cfg: TrainConfig, vocab: Vocab | Domains | None, *, step: int
     if "image" in sig.inputs:  # takes an image (StarGAN), no noise
         meta["norm_stats"] = cfg.model.norm_stats
         meta["preprocess"] = json.dumps(PREPROCESS)
+        # "difference": the graph has a third input, source (the input image's own domains)
+        meta["g_condition"] = cfg.model.g_condition
     else:
         meta["cond"] = cfg.model.cond
         if cfg.model.g_palette:  # how the graph picks each pixel's colour (layers.PALETTE_PICKS)
@@ -131,6 +135,9 @@ def _doc_string(sig: Signature, meta: dict[str, str]) -> str:
                      f"onto white, centred square crop, bilinear resize, scaled to [-1, 1]); "
                      f"domains: 0/1 per name in the domains metadata, at most one on per "
                      f"exclusive set. InstanceNorm statistics: {meta['norm_stats']}.")
+    if "source" in sig.inputs:
+        lines.append("source: the input image's own domains, 0/1 in the same order; the "
+                     "generator is told domains - source (g_condition difference).")
     return " ".join(lines)
 
 

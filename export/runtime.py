@@ -39,7 +39,8 @@ from trainer.noise import slerp as slerp  # re-exported: the demo's latent walk
 log = logging.getLogger("tagface.runtime")
 
 GAN_INPUTS = ("z", "tags")  # "tags" absent when unconditional
-STARGAN_INPUTS = ("image", "domains")
+STARGAN_INPUTS = ("image", "domains")  # + "source" when g_condition is "difference"
+G_CONDITIONS = ("target", "difference")  # what a StarGAN graph's G is told (metadata)
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
@@ -74,6 +75,7 @@ class Meta:
     config_sha256: str
     tagface_version: str
     norm_stats: str  # StarGAN InstanceNorm statistics baked in ("" for GANs)
+    g_condition: str  # StarGAN: "target" | "difference" (also takes source); "" for GANs
     precision: str  # weights: "fp32" | "fp16" (inputs and outputs stay float32)
     preprocess: Mapping[str, object] = field(default_factory=dict)  # image inputs (StarGAN)
     props: Mapping[str, str] = field(default_factory=dict, repr=False)  # everything, raw
@@ -101,12 +103,27 @@ class Meta:
     def conditional(self) -> bool:
         return self.n_tags > 0
 
+    @property
+    def takes_source(self) -> bool:
+        """Whether the graph also takes the input's own domains (g_condition difference)."""
+        return self.kind == "stargan" and self.g_condition == "difference"
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The graph's input names, in order."""
+        if self.kind == "stargan":
+            return STARGAN_INPUTS + (("source",) if self.takes_source else ())
+        return GAN_INPUTS if self.conditional else GAN_INPUTS[:1]
+
 
 def parse_metadata(props: Mapping[str, str]) -> Meta:
     """Meta from metadata_props; InputError if this is not a tagface generator."""
     if props.get("kind") not in ("gan", "stargan"):
         raise InputError(f"not a tagface generator: metadata kind is {props.get('kind')!r} "
                          f"(expected 'gan' or 'stargan')")
+    if props["kind"] == "stargan" and props.get("g_condition", "target") not in G_CONDITIONS:
+        raise InputError(f"unknown g_condition {props['g_condition']!r} in the metadata "
+                         f"(expected one of {', '.join(G_CONDITIONS)}): made by a newer tagface?")
     try:
         tags = Vocab.from_dict({"groups": json.loads(props.get("tag_groups", "[]"))})
         dom = json.loads(props.get("domains", "{}")) or {}
@@ -119,6 +136,8 @@ def parse_metadata(props: Mapping[str, str]) -> Meta:
                     config_sha256=props.get("config_sha256", ""),
                     tagface_version=props.get("tagface_version", ""),
                     norm_stats=props.get("norm_stats", ""),
+                    g_condition=props.get("g_condition",
+                                          "target" if props["kind"] == "stargan" else ""),
                     precision=props.get("precision", "fp32"),
                     preprocess=json.loads(props.get("preprocess", "{}")) or {},
                     props=dict(props))
@@ -211,8 +230,7 @@ class Model:
         self.provider_reason = reason  # why this provider (e.g. "no NVIDIA driver ...")
         self.input_types = {i.name: np.float16 if i.type == "tensor(float16)" else np.float32
                             for i in session.get_inputs()}
-        expected = (STARGAN_INPUTS if self.meta.kind == "stargan"
-                    else GAN_INPUTS if self.meta.conditional else GAN_INPUTS[:1])
+        expected = self.meta.inputs
         if tuple(self.input_types) != expected:
             raise InputError(f"{self.path.name}: inputs {list(self.input_types)} do not match a "
                              f"{self.meta.kind} model's {list(expected)}")
@@ -358,8 +376,11 @@ class Model:
         """Translate uint8 image(s) [S, S, C] / [N, S, S, C] to ``target_domains``; uint8 out.
 
         ``target_domains``: see encode_domains, or an array [K, n_domains] to render one
-        image in K ways. Grayscale and RGBA inputs are converted; the size must be the
-        model's (resize and crop first, as training did).
+        image in K ways. ``source``: the input's own domains (names or a vector; None =
+        none): the attributes the targets leave alone keep these values, and a model
+        exported with g_condition difference is also given them (its ``source`` input),
+        since it is told the change, target minus source. Grayscale and RGBA inputs are
+        converted; the size must be the model's (resize and crop first, as training did).
         """
         m = self.meta
         if m.kind != "stargan":
@@ -378,8 +399,11 @@ class Model:
             d = np.repeat(d, len(rgb), axis=0)
         if len(d) != len(rgb):
             raise InputError(f"{len(d)} domain vectors for {len(rgb)} images")
-        out = to_uint8(self.run({"image": from_uint8(rgb, m.value_range), "domains": d}),
-                       m.value_range)
+        feeds = {"image": from_uint8(rgb, m.value_range), "domains": d}
+        if m.takes_source:
+            own = self.encode_domains([], source)
+            feeds["source"] = np.repeat(own[None], len(d), axis=0)
+        out = to_uint8(self.run(feeds), m.value_range)
         return out[0] if single else out
 
 

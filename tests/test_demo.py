@@ -472,6 +472,39 @@ def test_translate(app, models_dir: Path) -> None:
     assert read_png(path).shape[1] == 5 * (SIZE + 2) - 2 and "every domain" in caption
 
 
+def test_translate_gives_a_difference_model_the_ticked_source(models_dir: Path,
+                                                              tmp_path: Path) -> None:
+    """A StarGAN exported with model.g_condition=difference also takes the input's own
+    domains: the tab passes the ones ticked under "The input already has"."""
+    import torch
+
+    from demo.app import DemoApp, domain_targets, load_catalog, read_upload
+    from export.onnx_export import export_generator
+    from trainer.config import load_config
+    from trainer.data.vocab import Domains
+    from trainer.models import build_generator
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    torch.manual_seed(1)
+    cfg = load_config(None, [f"data.size={SIZE}", "model.g_ch=8", "recipe=stargan",
+                             "model.arch=stargan", "model.repeat_num=1",
+                             "model.g_condition=difference"])
+    export_generator(build_generator(cfg, len(DOMAINS)), cfg, Domains(DOMAINS, (HAIR,)),
+                     folder / "diff.onnx", step=5, config_hash="3" * 64, batches=(1, 2))
+    app = DemoApp(load_catalog(folder, device="cpu"), max_upload_mb=1)
+    m = app.catalog.translators["diff"]
+    assert m.meta.inputs == ("image", "domains", "source")
+    example = models_dir / "examples" / "face_a.png"
+    pixels, _ = read_upload(example, SIZE, 2**20)
+    path, _ = app.translate("diff", str(example), ["Blond_Hair"], ["Black_Hair"])
+    strip = read_png(path)
+    (_, vec), = domain_targets(m, ["Blond_Hair"], ["Black_Hair"])
+    want = m.translate(pixels, vec, source=["Black_Hair"])
+    assert np.array_equal(cell(strip, 1, 2), want)
+    assert not np.array_equal(want, m.translate(pixels, vec))  # the source matters
+
+
 @pytest.mark.parametrize(("image", "targets", "message"), [
     (None, [], "upload an image"),
     ("notes.txt", [], "notes.txt is not an image this demo can read"),

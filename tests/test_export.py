@@ -70,6 +70,8 @@ KINDS: dict[str, tuple[list[str], Vocab | Domains | None]] = {
                            "model.g_output=attention"], DOMAINS),
     "stargan_nearest": ([*SMALL_STARGAN, "model.norm_stats=instance", "model.g_output=attention",
                          "model.g_upsample=nearest"], DOMAINS),
+    "stargan_difference": ([*SMALL_STARGAN, "model.norm_stats=instance",
+                            "model.g_output=attention", "model.g_condition=difference"], DOMAINS),
 }
 BATCHES = (1, 3, 7)
 
@@ -145,8 +147,10 @@ def test_round_trip(kind, exported, runs):
               for i in proto.graph.input}
     out = [o.name for o in proto.graph.output]
     if kind.startswith("stargan"):
-        assert shapes == {"image": ["batch", 3, 32, 32], "domains": ["batch", 5]}
-        assert out == ["translated"]
+        want = {"image": ["batch", 3, 32, 32], "domains": ["batch", 5]}
+        if kind == "stargan_difference":  # G is told domains - source: it takes both
+            want["source"] = ["batch", 5]
+        assert shapes == want and list(shapes) == list(want) and out == ["translated"]
     else:
         expected = {"z": ["batch", 16]} if kind == "dcgan" else {"z": ["batch", 16],
                                                                  "tags": ["batch", 22]}
@@ -182,6 +186,8 @@ def test_metadata_round_trip(kind, exported, runs):
         assert not {"z_dim", "z_distribution"} & set(meta.props), "StarGAN takes no noise"
         assert meta.domains == vocab.names and meta.exclusive == vocab.exclusive
         assert meta.norm_stats == cfg.model.norm_stats
+        assert meta.g_condition == cfg.model.g_condition == meta.props["g_condition"]
+        assert meta.takes_source == (kind == "stargan_difference")
         assert meta.preprocess == {"alpha": "white", "crop": "center", "resize": "bilinear",
                                    "value_range": [-1, 1]}
     else:
@@ -393,6 +399,37 @@ def test_domains_and_translate(exported, runs):
         m.translate(img[:16], "male")
 
 
+def test_translate_feeds_the_source_to_a_difference_model(exported, runs):
+    """g_condition=difference: translate() gives the graph the input's own domains as
+    ``source`` (all off when none is given), so the same target with another source is
+    another change; a metadata g_condition that the runtime does not know is refused."""
+    m = load_model(exported["stargan_difference"].path)
+    assert m.meta.inputs == ("image", "domains", "source")
+    img = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    x = img.astype(np.float32).transpose(2, 0, 1)[None] / 127.5 - 1
+    src = ["black_hair", "male"]
+    for source in (src, None):
+        d = m.encode_domains(["blonde_hair"], source=source)[None]
+        s = m.encode_domains([], source=source)[None]
+        ref = runtime.to_uint8(torch_reference(runs["stargan_difference"],
+                                                {"image": x, "domains": d, "source": s}))[0]
+        out = m.translate(img, ["blonde_hair"], source=source)
+        assert np.abs(out.astype(int) - ref).max() <= 1
+    own = m.encode_domains(src)
+    grid = np.stack([own, m.encode_domains(["blonde_hair"], source=src)])
+    both = m.translate(img, grid, source=src)  # one image, K targets, one source
+    assert both.shape == (2, 32, 32, 3)
+    assert np.array_equal(both[1], m.translate(img, ["blonde_hair"], source=src))
+    assert not np.array_equal(both[1], m.translate(img, grid[1:2]))  # same target, no source
+    with pytest.raises(InputError, match="domains are black_hair"):
+        m.translate(img, ["blonde_hair"], source=["bald"])
+    props = {**m.meta.props, "g_condition": "ratio"}
+    with pytest.raises(InputError, match="unknown g_condition 'ratio'.*target, difference"):
+        runtime.parse_metadata(props)
+    old = {k: v for k, v in m.meta.props.items() if k != "g_condition"}  # older exports
+    assert runtime.parse_metadata(old).inputs == ("image", "domains")
+
+
 def test_runtime_does_not_import_torch(exported):
     code = ("import sys, export.runtime as r\n"
             f"m = r.load_model({str(exported['cgan'].path)!r})\n"
@@ -516,10 +553,11 @@ def test_model_card_matches_the_run(avatar_dir, tmp_path):
         assert np.array_equal(np.asarray(im), m.generate(tags, z=z)[0])
 
 
-def test_stargan_card_without_evaluation(tmp_path):
+@pytest.mark.parametrize("kind", ["stargan", "stargan_difference"])
+def test_stargan_card_without_evaluation(kind, tmp_path):
     from export.model_card import read_card
 
-    run = make_run(tmp_path / "run", [*KINDS["stargan"][0], f"data.path={tmp_path / 'gone'}"],
+    run = make_run(tmp_path / "run", [*KINDS[kind][0], f"data.path={tmp_path / 'gone'}"],
                    DOMAINS)
     res = export_run(run, tmp_path, name="stargan", batches=(1, 2))
     front, body = read_card(res.card)
@@ -527,7 +565,9 @@ def test_stargan_card_without_evaluation(tmp_path):
     assert front["step"] == 12 and front["training"] == {"steps": 12}  # no world.json
     assert "Not evaluated" in body and "licence is not known" in body
     assert front["dataset"]["format"].startswith("unknown")
-    assert "round((W - side) / 2)" in body and "`running`" in body
+    assert "round((W - side) / 2)" in body
+    assert f"`{load_config(str(run / 'config.yaml')).model.norm_stats}`" in body
+    assert ("| `source` | float32 [B, 5]" in body) == (kind == "stargan_difference")
     m = load_model(res.path)
     face = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     Image.fromarray(face).save(tmp_path / "face.png")

@@ -163,13 +163,12 @@ def _stargan_graph(cfg: TrainConfig, labels: Labels) -> GraphIO:
     if not _stargan_accepts(labels):
         raise ConfigError(f"a StarGAN run needs vocab.json listing its domains "
                           f"(found {_found(labels)})")
-    if cfg.model.g_condition != "target":
-        raise ConfigError(f"model.g_condition={cfg.model.g_condition!r}: this generator also "
-                          f"needs the input's own domains, which the .onnx interface (image, "
-                          f"domains) does not carry yet; export a model.g_condition=target run")
-    s = cfg.data.size
+    s, n = cfg.data.size, labels.n_domains
+    inputs = {"image": (3, s, s), "domains": (n,)}
+    if cfg.model.g_condition == "difference":  # G is told domains - source: it needs both
+        inputs["source"] = (n,)
     # ONNX forbids an output named like an input: the translated image is "translated".
-    return GraphIO({"image": (3, s, s), "domains": (labels.n_domains,)}, "translated")
+    return GraphIO(inputs, "translated")
 
 
 def _stargan_generator(cfg: TrainConfig, n_cond: int) -> nn.Module:
