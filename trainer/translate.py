@@ -9,9 +9,10 @@ gives the whole target vector instead. ``--grid``: each input followed by its
 translation to every domain, as the official test (hair colours exclusive,
 other attributes flipped), with a header naming the columns.
 
-Source attributes: the generator only ever sees the target vector, so the
-source labels decide what the attributes not named by ``--to`` become (and
-which way ``--grid`` flips them). A free image has no labels: give the ones
+Source attributes: they decide what the attributes not named by ``--to``
+become (and which way ``--grid`` flips them), and a generator told the change
+(``model.g_condition=difference``, the ``stargan_avatars`` preset) reads target
+minus source. A free image has no labels: give the ones
 that are on with ``--from Black_Hair,Young``; without ``--from`` the source is
 taken to have none of the attributes (all zeros) and a note says so.
 
