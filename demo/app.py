@@ -177,6 +177,10 @@ class DemoApp:
                    f"{'s' * (len(plan) != 1)} in {ms:.0f} ms{done}. Columns: "
                    + " | ".join(labels) + ("" if targets else " (no target ticked: every "
                                            "domain)") + ".")
+        if m.meta.takes_source and not source:
+            caption += (" Nothing is ticked under \"The input already has\": this model is "
+                        "told the change, target minus those domains, so a new hair colour "
+                        "reads as added to none; tick the input's own if it has one.")
         return path, caption
 
     # -- page updates (not API endpoints) ----------------------------------------------

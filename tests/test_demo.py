@@ -465,6 +465,7 @@ def test_translate(app, models_dir: Path) -> None:
     for i, (_, vec) in enumerate(plan):
         assert np.array_equal(cell(strip, i + 1, 3), m.translate(pixels, vec))
     assert "Columns: input | Blond_Hair | Eyeglasses" in caption
+    assert "Nothing is ticked" not in app.translate("stargan", str(example), [], [])[1]
     assert "transparency flattened onto white" in caption
     # Ticking a domain the input has switches it off; no target: every domain.
     assert [x for x, _ in domain_targets(m, ["Eyeglasses"], ["Eyeglasses"])] == ["no Eyeglasses"]
@@ -503,6 +504,10 @@ def test_translate_gives_a_difference_model_the_ticked_source(models_dir: Path,
     want = m.translate(pixels, vec, source=["Black_Hair"])
     assert np.array_equal(cell(strip, 1, 2), want)
     assert not np.array_equal(want, m.translate(pixels, vec))  # the source matters
+    assert "Nothing is ticked" not in app.translate("diff", str(example), ["Blond_Hair"],
+                                                    ["Black_Hair"])[1]
+    _, caption = app.translate("diff", str(example), ["Blond_Hair"], [])
+    assert "Nothing is ticked under \"The input already has\"" in caption, caption
 
 
 @pytest.mark.parametrize(("image", "targets", "message"), [
