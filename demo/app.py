@@ -169,7 +169,8 @@ class DemoApp:
             raise gr.Error(str(e), print_exception=False) from None
         labels = ["input", *(label for label, _ in plan)]
         path = save_png(tile(np.concatenate([pixels[None], out]), len(labels)),
-                        f"{name}_{_digest(pixels)}_" + "-".join(labels[1:]),
+                        f"{name}_{_digest(pixels)}_" + "-".join(labels[1:])
+                        + ("_from-" + "-".join(source) if source else ""),
                         {"tagface:model": name, "tagface:columns": json.dumps(labels),
                          "tagface:source": json.dumps(list(source or []))})
         done = f"; input: {', '.join(notes)}" if notes else ""

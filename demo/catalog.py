@@ -107,7 +107,8 @@ def models_table(cat: Catalog) -> str:
     for name, m in cat.models.items():
         meta = m.meta
         if meta.kind == "stargan":
-            what = f"StarGAN {meta.image_size} px: {', '.join(meta.domains)}"
+            what = (f"StarGAN {meta.image_size} px: {', '.join(meta.domains)}"
+                    + ("; told target minus the input's domains" if meta.takes_source else ""))
         else:
             groups = ", ".join(f"{g.name} ({len(g.tags)})" for g in meta.tag_groups)
             what = f"GAN {meta.image_size} px" + (f", tags {groups}" if groups else

@@ -109,7 +109,8 @@ def _example(name: str, meta: Mapping[str, str], groups: list[dict]) -> str:
             f"x = np.asarray(Image.open('face.png').convert('RGB').resize(({s}, {s}), "
             f"Image.BILINEAR), np.float32).transpose(2, 0, 1)[None] / 127.5 - 1  # a square face",
             f"y = sess.run(None, {{'image': x, 'domains': np.array([[{vec}]], np.float32)"
-            f"{source}}})[0]  # {target}",
+            f"{source}}})[0]  # {target}"
+            + ("; source: the face's own domains, 0/1 (none here)" if source else ""),
             f"Image.fromarray({to_uint8}).save('out.png')"])
     z = f"np.random.default_rng(0).standard_normal((1, {meta['z_dim']}), np.float32)"
     if groups:

@@ -8,7 +8,7 @@ imgs = m.generate("blue hair red eyes", n=4, seed=0)   # uint8 [4, 64, 64, 3]
 imgs = m.generate({"hair": "blue", "eyes": "random"}, n=4, seed=0)
 imgs = m.generate("blue hair red eyes", n=4, seed=0, psi=0.7)   # truncation trick
 s = load_model("models/stargan_avatars.onnx")
-out = s.translate(img_uint8_hwc, ["blonde_hair"])   # uint8 [S, S, 3]
+out = s.translate(img_uint8_hwc, ["blonde_hair"], source=["black_hair"])  # uint8 [S, S, 3]
 ```
 Everything the model needs (tag groups, z size, image size, domains, value range,
 how to prepare an input image) is read from the file's metadata_props, so other
@@ -65,7 +65,7 @@ def as_input_error() -> Iterator[None]:
 class Meta:
     """The model's metadata_props, parsed; tags and domains rebuilt as tagvocab objects."""
 
-    kind: str  # "gan" (inputs z, tags) | "stargan" (inputs image, domains)
+    kind: str  # "gan" (inputs z, tags) | "stargan" (inputs image, domains[, source])
     image_size: int
     z_dim: int  # 0 for StarGAN
     tag_vocab: Vocab  # no groups when unconditional or StarGAN
@@ -243,7 +243,8 @@ class Model:
         """One line: what the model takes and where it runs."""
         m = self.meta
         if m.kind == "stargan":
-            what = f"StarGAN {m.image_size}px, domains {', '.join(m.domains)}"
+            what = (f"StarGAN {m.image_size}px, domains {', '.join(m.domains)}"
+                    + (", told target minus source" if m.takes_source else ""))
         else:
             groups = " + ".join(f"{g.name} ({len(g.tags)})" for g in m.tag_groups)
             what = f"GAN {m.image_size}px, z {m.z_dim}" + (f", tags {groups}" if groups else "")
@@ -376,11 +377,13 @@ class Model:
         """Translate uint8 image(s) [S, S, C] / [N, S, S, C] to ``target_domains``; uint8 out.
 
         ``target_domains``: see encode_domains, or an array [K, n_domains] to render one
-        image in K ways. ``source``: the input's own domains (names or a vector; None =
-        none): the attributes the targets leave alone keep these values, and a model
-        exported with g_condition difference is also given them (its ``source`` input),
-        since it is told the change, target minus source. Grayscale and RGBA inputs are
-        converted; the size must be the model's (resize and crop first, as training did).
+        image in K ways. ``source``: the input's own domains (names, a vector, or an array
+        [N, n_domains] with one row per image; None = none). Named targets are applied to
+        it (the attributes they leave alone keep its values; array targets are used as
+        given), and a model exported with g_condition difference is also given it (its
+        ``source`` input), since it is told the change, target minus source. Grayscale
+        and RGBA inputs are converted; the size must be the model's (resize and crop
+        first, as training did).
         """
         m = self.meta
         if m.kind != "stargan":
@@ -389,10 +392,11 @@ class Model:
         if rgb.shape[1:3] != (m.image_size, m.image_size):
             raise InputError(f"image is {rgb.shape[2]}x{rgb.shape[1]}; this model takes "
                              f"{m.image_size}x{m.image_size} (centre-crop and resize first)")
+        own = self._source_rows(source)  # [1 or N, n_domains]
         if isinstance(target_domains, np.ndarray) and target_domains.ndim == 2:
             d = np.stack([self.encode_domains(t) for t in target_domains])
         else:
-            d = self.encode_domains(target_domains, source)[None]
+            d = np.stack([self.encode_domains(target_domains, row) for row in own])
         if len(d) > 1 and len(rgb) == 1:
             rgb, single = np.repeat(rgb, len(d), axis=0), False
         if len(d) == 1:
@@ -401,10 +405,21 @@ class Model:
             raise InputError(f"{len(d)} domain vectors for {len(rgb)} images")
         feeds = {"image": from_uint8(rgb, m.value_range), "domains": d}
         if m.takes_source:
-            own = self.encode_domains([], source)
-            feeds["source"] = np.repeat(own[None], len(d), axis=0)
+            if len(own) not in (1, len(d)):
+                raise InputError(f"{len(own)} source vectors for {len(d)} images")
+            feeds["source"] = np.repeat(own, len(d), axis=0) if len(own) == 1 else own
         out = to_uint8(self.run(feeds), m.value_range)
         return out[0] if single else out
+
+    def _source_rows(self, source: DomainSpec | np.ndarray | None) -> np.ndarray:
+        """The input's own domains as float32 [1 or N, n_domains] (see translate)."""
+        if isinstance(source, (list, tuple)) and source and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in source):
+            source = np.asarray(source, np.float32)  # a vector written as a list
+        if isinstance(source, np.ndarray) and source.ndim == 2:
+            with as_input_error():
+                return self.meta.domain_vocab.check_vector(source)
+        return self.encode_domains([], source)[None]
 
 
 def load_model(path: str | Path, device: str = "auto") -> Model:

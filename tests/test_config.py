@@ -117,7 +117,7 @@ def test_loss_option_the_recipe_ignores_is_refused(preset, override, option):
 
 
 def test_loss_options_each_recipe_reads_are_accepted():
-    assert load_config("stargan_avatars", ["loss.r1=1.0", "loss.lambda_cls=2.0"]).loss.r1 == 1.0
+    assert load_config("stargan_avatars", ["loss.r1=2.0", "loss.lambda_cls=2.0"]).loss.r1 == 2.0
     assert load_config("cgan_avatars", ["loss.tv=0.5", "loss.r1=1.0"]).loss.tv == 0.5
     # the option's default value is no setting at all, whatever the recipe
     assert load_config("stargan_avatars", ["loss.tv=0.0"]).loss.tv == 0.0

@@ -479,7 +479,7 @@ def test_translate_gives_a_difference_model_the_ticked_source(models_dir: Path,
     domains: the tab passes the ones ticked under "The input already has"."""
     import torch
 
-    from demo.app import DemoApp, domain_targets, load_catalog, read_upload
+    from demo.app import DemoApp, domain_targets, load_catalog, models_table, read_upload
     from export.onnx_export import export_generator
     from trainer.config import load_config
     from trainer.data.vocab import Domains
@@ -490,12 +490,13 @@ def test_translate_gives_a_difference_model_the_ticked_source(models_dir: Path,
     torch.manual_seed(1)
     cfg = load_config(None, [f"data.size={SIZE}", "model.g_ch=8", "recipe=stargan",
                              "model.arch=stargan", "model.repeat_num=1",
-                             "model.g_condition=difference"])
+                             "model.norm_stats=instance", "model.g_condition=difference"])
     export_generator(build_generator(cfg, len(DOMAINS)), cfg, Domains(DOMAINS, (HAIR,)),
                      folder / "diff.onnx", step=5, config_hash="3" * 64, batches=(1, 2))
     app = DemoApp(load_catalog(folder, device="cpu"), max_upload_mb=1)
     m = app.catalog.translators["diff"]
     assert m.meta.inputs == ("image", "domains", "source")
+    assert "told target minus the input's domains" in models_table(app.catalog)
     example = models_dir / "examples" / "face_a.png"
     pixels, _ = read_upload(example, SIZE, 2**20)
     path, _ = app.translate("diff", str(example), ["Blond_Hair"], ["Black_Hair"])
@@ -506,7 +507,8 @@ def test_translate_gives_a_difference_model_the_ticked_source(models_dir: Path,
     assert not np.array_equal(want, m.translate(pixels, vec))  # the source matters
     assert "Nothing is ticked" not in app.translate("diff", str(example), ["Blond_Hair"],
                                                     ["Black_Hair"])[1]
-    _, caption = app.translate("diff", str(example), ["Blond_Hair"], [])
+    unticked, caption = app.translate("diff", str(example), ["Blond_Hair"], [])
+    assert Path(unticked).name != Path(path).name  # other pixels, another file
     assert "Nothing is ticked under \"The input already has\"" in caption, caption
 
 

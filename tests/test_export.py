@@ -405,6 +405,8 @@ def test_translate_feeds_the_source_to_a_difference_model(exported, runs):
     another change; a metadata g_condition that the runtime does not know is refused."""
     m = load_model(exported["stargan_difference"].path)
     assert m.meta.inputs == ("image", "domains", "source")
+    assert "told target minus source" in m.summary()
+    assert "told target minus" not in load_model(exported["stargan"].path).summary()
     img = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     x = img.astype(np.float32).transpose(2, 0, 1)[None] / 127.5 - 1
     src = ["black_hair", "male"]
@@ -423,6 +425,18 @@ def test_translate_feeds_the_source_to_a_difference_model(exported, runs):
     assert not np.array_equal(both[1], m.translate(img, grid[1:2]))  # same target, no source
     with pytest.raises(InputError, match="domains are black_hair"):
         m.translate(img, ["blonde_hair"], source=["bald"])
+    # One source per image ([N, n]); a vector may also be written as a list of numbers.
+    other = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    rows = np.stack([own, m.encode_domains(["brown_hair"])])
+    pair = m.translate(np.stack([img, other]), ["blonde_hair"], source=rows)
+    assert np.array_equal(pair[0], m.translate(img, ["blonde_hair"], source=src))
+    assert np.array_equal(pair[1], m.translate(other, ["blonde_hair"], source=["brown_hair"]))
+    assert np.array_equal(m.translate(img, ["blonde_hair"], source=own.tolist()),
+                          m.translate(img, ["blonde_hair"], source=src))
+    with pytest.raises(InputError, match="2 domain vectors for 3 images"):
+        m.translate(np.stack([img] * 3), ["blonde_hair"], source=rows)
+    with pytest.raises(InputError, match="length 4, expected 5"):
+        m.translate(img, ["blonde_hair"], source=np.zeros((2, 4), np.float32))
     props = {**m.meta.props, "g_condition": "ratio"}
     with pytest.raises(InputError, match="unknown g_condition 'ratio'.*target, difference"):
         runtime.parse_metadata(props)

@@ -6,7 +6,8 @@ Tag GANs (``model.arch`` dcgan, ml2020, resnet; trainer/models/conditional.py):
     G(z [B, z_dim], tags [B, n_tags] | None) -> image [B, 3, S, S] in [-1, 1]
     D(image, tags | None) -> DOutput(score [B], aux list | None, features [B, F])
 StarGAN (``stargan``, trainer/models/stargan.py):
-    G(image, domains [B, n_domains]) -> image;  D(image) -> (src, cls)
+    G(image, domains [B, n_domains], source | None) -> image;  D(image) -> (src, cls)
+    (``source``, the input's own domains, is read when model.g_condition=difference)
 """
 
 from __future__ import annotations
