@@ -32,7 +32,16 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from export.cuda_probe import cuda_driver as _cuda_driver
 from export.cuda_probe import cuda_libraries as _cuda_libraries
-from tagvocab import RANDOM, Domains, DomainSpec, TagGroup, Vocab, VocabError
+from tagvocab import (
+    G_CONDITIONS,
+    RANDOM,
+    Domains,
+    DomainSpec,
+    TagGroup,
+    Vocab,
+    VocabError,
+    as_vectors,
+)
 from trainer import noise
 from trainer.noise import slerp as slerp  # re-exported: the demo's latent walk
 
@@ -40,7 +49,6 @@ log = logging.getLogger("tagface.runtime")
 
 GAN_INPUTS = ("z", "tags")  # "tags" absent when unconditional
 STARGAN_INPUTS = ("image", "domains")  # + "source" when g_condition is "difference"
-G_CONDITIONS = ("target", "difference")  # what a StarGAN graph's G is told (metadata)
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
@@ -392,6 +400,7 @@ class Model:
         if rgb.shape[1:3] != (m.image_size, m.image_size):
             raise InputError(f"image is {rgb.shape[2]}x{rgb.shape[1]}; this model takes "
                              f"{m.image_size}x{m.image_size} (centre-crop and resize first)")
+        target_domains = as_vectors(target_domains)  # K vectors may come as nested lists
         own = self._source_rows(source)  # [1 or N, n_domains]
         if isinstance(target_domains, np.ndarray) and target_domains.ndim == 2:
             d = np.stack([self.encode_domains(t) for t in target_domains])
@@ -413,9 +422,7 @@ class Model:
 
     def _source_rows(self, source: DomainSpec | np.ndarray | None) -> np.ndarray:
         """The input's own domains as float32 [1 or N, n_domains] (see translate)."""
-        if isinstance(source, (list, tuple)) and source and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in source):
-            source = np.asarray(source, np.float32)  # a vector written as a list
+        source = as_vectors(source)  # a vector (or one per image) written as a list
         if isinstance(source, np.ndarray) and source.ndim == 2:
             with as_input_error():
                 return self.meta.domain_vocab.check_vector(source)

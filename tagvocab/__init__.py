@@ -7,7 +7,8 @@ the demo share one parser, one tag lookup and one domain flip.
 - ``Vocab`` / ``TagGroup`` (tagvocab.tags): groups of mutually exclusive tags (hair
   colours, eye colours), text parsing (``blue hair red eyes``), one-hot encode/decode,
   random draws.
-- ``Domains`` (tagvocab.domains): StarGAN attributes, exclusive sets, ``apply``.
+- ``Domains`` (tagvocab.domains): StarGAN attributes, exclusive sets, ``apply``;
+  ``G_CONDITIONS``, what a StarGAN's G may be told of them.
 - ``load_vocab`` / ``save_vocab``: the run folder's vocab.json, either kind.
 
 It is a top-level package rather than a ``trainer`` module so that the runtime needs
@@ -21,11 +22,11 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from tagvocab.domains import Domains, DomainSpec
+from tagvocab.domains import G_CONDITIONS, Domains, DomainSpec, as_vectors
 from tagvocab.tags import RANDOM, TagGroup, Vocab, VocabError
 
-__all__ = ["RANDOM", "DomainSpec", "Domains", "TagGroup", "Vocab", "VocabError", "load_vocab",
-           "save_vocab", "vocab_from_dict"]
+__all__ = ["G_CONDITIONS", "RANDOM", "DomainSpec", "Domains", "TagGroup", "Vocab", "VocabError",
+           "as_vectors", "load_vocab", "save_vocab", "vocab_from_dict"]
 
 
 def vocab_from_dict(d: Mapping) -> Vocab | Domains:

@@ -16,7 +16,26 @@ import numpy as np
 
 from tagvocab.tags import VocabError
 
-DomainSpec = Sequence[str] | Mapping[str, float] | str | np.ndarray
+# What a StarGAN's G is told of the domains (model.g_condition, the .onnx "g_condition"
+# metadata): the target vector, or target minus the input's own (source) vector.
+G_CONDITIONS = ("target", "difference")
+
+DomainSpec = Sequence[str] | Sequence[float] | Mapping[str, float] | str | np.ndarray
+
+
+def as_vectors(spec: DomainSpec | None) -> DomainSpec | None:
+    """``spec`` as a float32 array when it is numbers written as a (nested) list, else as given.
+
+    So ``[0, 1, 0, 0, 1]`` is read as a vector, not as the domain names "0" and "1".
+    """
+    if isinstance(spec, (list, tuple)) and spec:
+        try:
+            a = np.asarray(spec)
+        except ValueError:  # ragged
+            return spec
+        if a.dtype.kind in "iuf":
+            return a.astype(np.float32)
+    return spec
 
 
 @dataclass(frozen=True)
@@ -96,9 +115,11 @@ class Domains:
     def vector(self, targets: DomainSpec, source: DomainSpec | None = None) -> np.ndarray:
         """One domain vector float32 [n]: ``source`` with ``targets`` applied.
 
-        Either may be names (a list, or "A,B" text), {name: 0/1}, or a vector [n];
-        ``source`` None starts from all off. A vector ``targets`` is taken as it is.
+        Either may be names (a list, or "A,B" text), {name: 0/1}, or a vector [n] (an
+        array or a list of numbers); ``source`` None starts from all off. A vector
+        ``targets`` is taken as it is.
         """
+        targets, source = as_vectors(targets), as_vectors(source)
         if source is None:
             v = np.zeros(self.n_domains, dtype=np.float32)
         elif isinstance(source, np.ndarray):

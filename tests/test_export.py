@@ -433,6 +433,9 @@ def test_translate_feeds_the_source_to_a_difference_model(exported, runs):
     assert np.array_equal(pair[1], m.translate(other, ["blonde_hair"], source=["brown_hair"]))
     assert np.array_equal(m.translate(img, ["blonde_hair"], source=own.tolist()),
                           m.translate(img, ["blonde_hair"], source=src))
+    assert np.array_equal(m.translate(img, grid.tolist(), source=src), both), "K as lists"
+    assert np.array_equal(pair, m.translate(np.stack([img, other]), ["blonde_hair"],
+                                            source=rows.tolist()))
     with pytest.raises(InputError, match="2 domain vectors for 3 images"):
         m.translate(np.stack([img] * 3), ["blonde_hair"], source=rows)
     with pytest.raises(InputError, match="length 4, expected 5"):

@@ -16,6 +16,7 @@ from tagvocab import (
     TagGroup,
     Vocab,
     VocabError,
+    as_vectors,
     load_vocab,
     save_vocab,
     vocab_from_dict,
@@ -201,6 +202,20 @@ def test_vector_specs(domains):
     assert domains.vector(target, source=["Male"]).tolist() == target.tolist(), "taken as is"
     with pytest.raises(VocabError, match=r"domain vector has length 4, expected 5 \(Black_Hair"):
         domains.vector([], source=np.zeros(4))
+
+
+def test_vector_reads_numbers_written_as_lists(domains):
+    """A list of numbers is a vector (as in JSON), not the domain names "0" and "1"."""
+    assert domains.vector([0, 1, 0, 0, 1]).tolist() == [0, 1, 0, 0, 1]
+    assert domains.vector(["Brown_Hair"], source=(1, 0, 0, 1, 0.0)).tolist() == [0, 0, 1, 1, 0]
+    assert domains.vector({"Male": 1}, source=[[1, 0, 0, 0, 0]]).tolist() == [1, 0, 0, 1, 0]
+    assert as_vectors([[0, 1], [1, 0]]).shape == (2, 2)
+    assert as_vectors(["Male", "Young"]) == ["Male", "Young"], "names stay names"
+    assert as_vectors([]) == [] and as_vectors([[0, 1], [1]]) == [[0, 1], [1]], "ragged as given"
+    with pytest.raises(VocabError, match="length 3, expected 5"):
+        domains.vector([0, 1, 0])
+    with pytest.raises(VocabError, match="unknown domain 1; "):
+        domains.vector(["Male", 1])  # mixed: read as names, and the message says which one
 
 
 def test_grid_targets_named_and_batched(domains):

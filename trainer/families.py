@@ -136,7 +136,8 @@ def _gan_recipe(cfg: TrainConfig, labels: Labels, image_size: int) -> Recipe:
 
 # -- StarGAN: image-to-image translation between attribute domains -------------------------
 def _stargan_choices() -> dict[str, tuple[str, ...]]:
-    from trainer.models.stargan import G_CONDITIONS, G_OUTPUTS, G_UPSAMPLE, NORM_STATS
+    from tagvocab import G_CONDITIONS
+    from trainer.models.stargan import G_OUTPUTS, G_UPSAMPLE, NORM_STATS
     from trainer.recipes.stargan import TARGET_SAMPLERS
 
     return {"model.arch": ("stargan",), "model.norm_stats": NORM_STATS,

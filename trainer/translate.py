@@ -34,12 +34,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from torch import nn
 
 from trainer.config import ConfigError
 from trainer.data.transforms import load_image
 from trainer.data.vocab import Domains, VocabError
-from trainer.modes import eval_mode, to_uint8
+from trainer.evaluate.sampling import translate_float as translate  # the CLI's (float) form
+from trainer.modes import to_uint8
 from trainer.runs import RunError, load_generator
 from trainer.viz import grid_image
 
@@ -76,19 +76,6 @@ def target_vector(domains: Domains, source: np.ndarray, to: Sequence[str] = (),
         raise TranslateError("--to names no domain; this run's domains are "
                              f"{', '.join(domains.names)}")
     return domains.apply(source, to)
-
-
-@torch.no_grad()
-def translate(G: nn.Module, images: torch.Tensor, targets: torch.Tensor | np.ndarray,
-              sources: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
-    """G(images [B,3,S,S] in [-1,1], targets [B,K] or [K], the inputs' own domains
-    ``sources`` likewise) in eval mode -> [B,3,S,S] CPU float."""
-    def rows(v: torch.Tensor | np.ndarray) -> torch.Tensor:
-        t = torch.as_tensor(np.asarray(v, np.float32))
-        return t.expand(images.shape[0], -1) if t.dim() == 1 else t
-    with eval_mode(G) as put:
-        src = None if sources is None else put(rows(sources))
-        return G(put(images), put(rows(targets)), src).float().cpu()
 
 
 def grid_with_header(images: torch.Tensor, nrow: int, titles: Sequence[str],

@@ -62,16 +62,28 @@ def iter_generate(G: nn.Module, z: torch.Tensor, tags: torch.Tensor | None,
 
 
 @torch.no_grad()
+@torch.no_grad()
+def translate_float(G: nn.Module, images: torch.Tensor, targets: torch.Tensor | np.ndarray,
+                    sources: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
+    """StarGAN: G(images [B,3,S,S] in [-1,1], targets [B,n] or one [n] for all, the inputs'
+    own domains ``sources`` likewise, for ``model.g_condition=difference``) in eval mode
+    -> float [B,3,S,S] on the CPU."""
+    def rows(v: torch.Tensor | np.ndarray) -> torch.Tensor:
+        t = torch.as_tensor(np.asarray(v, np.float32))
+        return t.expand(images.shape[0], -1) if t.dim() == 1 else t
+    with eval_mode(G) as put:
+        src = None if sources is None else put(rows(sources))
+        return G(put(images), put(rows(targets)), src).float().cpu()
+
+
 def translate(G: nn.Module, images: torch.Tensor, domains: torch.Tensor,
               source: torch.Tensor | None = None, batch: int = 32) -> torch.Tensor:
-    """StarGAN: uint8 translations of uint8 ``images`` to ``domains`` [N, n_domains];
-    ``source`` [N, n_domains]: the images' own domains (``model.g_condition=difference``)."""
-    out = []
-    with eval_mode(G) as put:
-        for i in range(0, len(images), batch):
-            x = put(images[i:i + batch].float().div(127.5).sub(1.0))
-            src = None if source is None else put(source[i:i + batch].float())
-            out.append(to_uint8(G(x, put(domains[i:i + batch]), src)))
+    """StarGAN: uint8 translations of uint8 ``images`` to ``domains`` [N, n_domains], in
+    batches; ``source`` [N, n_domains]: the images' own domains (see translate_float)."""
+    out = [to_uint8(translate_float(G, images[i:i + batch].float().div(127.5).sub(1.0),
+                                    domains[i:i + batch],
+                                    None if source is None else source[i:i + batch]))
+           for i in range(0, len(images), batch)]
     return torch.cat(out) if out else torch.zeros(0, *images.shape[1:], dtype=torch.uint8)
 
 

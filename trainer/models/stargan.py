@@ -34,13 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tagvocab import G_CONDITIONS  # model.g_condition: what G is told of the domains
 from trainer.config import ConfigError, TrainConfig
 from trainer.models.layers import NearestConv2x
 
 NORM_STATS = ("running", "instance")
 G_OUTPUTS = ("image", "attention")
 G_UPSAMPLE = ("transposed", "nearest")  # model.g_upsample for StarGAN's G
-G_CONDITIONS = ("target", "difference")  # model.g_condition: what G is told of the domains
 ATTENTION_INIT_BIAS = 2.0  # sigmoid(2) = 0.88: an untrained attention G keeps 88% of its input
 
 
