@@ -462,6 +462,36 @@ def test_palette_picks_the_most_likely_colour_when_asked():
     assert torch.equal(w, torch.tensor([[0.0, 0.5, 0.5, 0.0]]))
 
 
+def test_palette_noise_draws_gumbel_softmax_in_training_only():
+    """model.g_palette_noise: training mixes the colours by softmax(GAIN * logits + noise * g),
+    g ~ Gumbel(0, 1), redrawn per call and per pixel, with gradients to the logits and the
+    colours; sampling (eval mode) is the same as without the noise."""
+    torch.manual_seed(0)
+    h, logits = torch.randn(2, 8), torch.randn(2, 4, 16, 16) / PaletteOutput.GAIN
+    plain = PaletteOutput(8, 4, pick="mix_lines")
+    noisy = PaletteOutput(8, 4, pick="mix_lines", noise=1.0)
+    noisy.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        assert torch.equal(noisy.eval()(logits, h), plain.eval()(logits, h))
+        pal = plain.colours(h).reshape(2, 4, 3)
+        w = noisy.train().weights(logits, pal)
+        assert torch.allclose(w.sum(1), torch.ones(2, 16, 16)) and (w >= 0).all()
+        assert not torch.allclose(w, noisy.weights(logits, pal))  # redrawn on every call
+        assert torch.equal(plain.train().weights(logits, pal),
+                           (PaletteOutput.GAIN * logits).softmax(1))  # noise 0: the plain mix
+        # The Gumbel-max trick: with the logits scaled away the noisy weights turn one-hot,
+        # on each colour as often as its softmax probability says (here 0.1, 0.2, 0.3, 0.4).
+        probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
+        sharp = PaletteOutput(8, 4, noise=1e4)
+        tiled = (probs.log()[None, :, None, None] / PaletteOutput.GAIN).expand(1, 4, 100, 100)
+        w = sharp.train().weights(tiled * 1e4, pal[:1])
+        share = w.argmax(1).flatten().bincount(minlength=4) / 1e4
+        assert torch.allclose(share, probs, atol=0.02), share
+    lg = logits.clone().requires_grad_(True)
+    noisy.train()(lg, h).square().sum().backward()
+    assert lg.grad.abs().sum() > 0 and noisy.colours[0].weight.grad.abs().sum() > 0
+
+
 def test_palette_vote_removes_isolated_pixels_and_keeps_regions():
     """pick=vote: each pixel takes the colour most likely over its 3x3 neighbourhood."""
     h = torch.randn(1, 8)
@@ -556,7 +586,9 @@ def test_palette_mix_lines_takes_the_nearer_of_the_two_likeliest_colours():
                                  ("model.g_palette_pick=hard",),
                                  ("model.g_palette=8", "model.g_palette_pick=argmax"),
                                  ("model.g_palette=8", "model.arch=ml2020"),
-                                 ("model.g_palette=8", "model.arch=resnet")])
+                                 ("model.g_palette=8", "model.arch=resnet"),
+                                 ("model.g_palette_noise=0.3",),
+                                 ("model.g_palette=8", "model.g_palette_noise=-1")])
 def test_palette_is_refused_where_it_does_not_apply(bad):
     with pytest.raises(ConfigError, match="g_palette"):
         cfg_of(*bad)

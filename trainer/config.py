@@ -70,6 +70,9 @@ class ModelConfig:
     #                                | vote_lines (the same, its own vote x5: keeps lines)
     #                                | mix_lines (the nearer of its two likeliest colours
     #                                to the soft mix, then the vote_lines vote)
+    g_palette_noise: float = 0.0  # with g_palette: Gumbel noise x this on the palette logits
+    #                                while training (Gumbel-softmax), so a pixel left between
+    #                                two colours flickers in what D sees; sampling unchanged
     hier_z: bool = False  # resnet G: split z over the blocks' conditional BatchNorms (BigGAN)
 
 
@@ -145,7 +148,9 @@ class TrainConfig:
     g_every: int = 1  # G phase runs on every k-th iteration (n_critic 5: g_every=5)
     g_repeat: int = 1  # G steps per iteration (G:D 2:1: g_repeat=2)
     lr_decay_start: int = 0  # linear lr decay to 0 from this step to the end (0 = off)
-    ema: float = 0.999  # EMA decay of the G copy used for samples and export (warm-up (1+t)/(10+t))
+    # EMA decay of the G copy used for samples and export: min(ema, (1+t)/(10+t)) at step t,
+    # so the warm-up decides until step (10*ema-1)/(1-ema) (0.999: 8,990; 0.99: 890)
+    ema: float = 0.999
     ema_start: int = 0  # copy G into EMA until this step
     ema_bn_batches: int = 32  # measure the EMA G's BatchNorm statistics on this many batches
     # before it is sampled or saved (trainer/standing_stats.py; 0 = copy G's statistics)
@@ -379,6 +384,12 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"model.g_palette={cfg.model.g_palette}: expected 0 (RGB output) or "
                           f"K >= 2 colours, on the dcgan trunk without model.g_skip (got "
                           f"model.arch={cfg.model.arch!r}, model.g_skip={cfg.model.g_skip})")
+    if cfg.model.g_palette_noise < 0:
+        raise ConfigError(f"model.g_palette_noise={cfg.model.g_palette_noise}: expected >= 0 "
+                          f"(0 = off)")
+    if cfg.model.g_palette_noise and not cfg.model.g_palette:
+        raise ConfigError(f"model.g_palette_noise={cfg.model.g_palette_noise} needs a palette "
+                          f"output (model.g_palette=K)")
     if cfg.model.g_palette_pick != "soft" and not cfg.model.g_palette:
         raise ConfigError(f"model.g_palette_pick={cfg.model.g_palette_pick!r} needs a palette "
                           f"output (model.g_palette=K)")

@@ -103,7 +103,8 @@ class Generator(nn.Module):
             self.net = trunk(cfg.z_dim + e_dim, image_size, cfg.g_ch,
                              upsample=cfg.g_upsample, skip=cfg.g_skip,
                              palette=cfg.g_palette,
-                             palette_pick=cfg.g_palette_pick)  # initialises itself
+                             palette_pick=cfg.g_palette_pick,
+                             palette_noise=cfg.g_palette_noise)  # initialises itself
         else:
             self.net = trunk(cfg.z_dim, e_dim, image_size, cfg.g_ch, hier_z=cfg.hier_z)
         if self.proj is not None:

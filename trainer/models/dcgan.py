@@ -88,7 +88,8 @@ class DCGANGenerator(nn.Module):
     """
 
     def __init__(self, in_dim: int, image_size: int, ch: int = 64, upsample: str = "transposed",
-                 skip: bool = False, palette: int = 0, palette_pick: str = "soft"):
+                 skip: bool = False, palette: int = 0, palette_pick: str = "soft",
+                 palette_noise: float = 0.0):
         super().__init__()
         n = n_stride2(image_size)
         c = ch * 2 ** (n - 1)  # channels at 4x4
@@ -118,7 +119,8 @@ class DCGANGenerator(nn.Module):
         self.to_rgb = nn.ModuleList(nn.Conv2d(k, 3, 1) for k in rgb_ch) if skip else None
         self.apply(dcgan_init)
         if palette:  # after dcgan_init: the colours keep their own initialisation
-            self.palette = PaletteOutput(in_dim, palette, pick=palette_pick)
+            self.palette = PaletteOutput(in_dim, palette, pick=palette_pick,
+                                         noise=palette_noise)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # [B, in_dim]
         x = h[:, :, None, None]  # as a [B, in_dim, 1, 1] image
@@ -140,9 +142,10 @@ class ML2020Generator(nn.Module):
     """ML2020 HW11 baseline G (report 003): [B, in_dim] -> [B, 3, S, S] in [-1, 1]."""
 
     def __init__(self, in_dim: int, image_size: int, ch: int = 64, upsample: str = "transposed",
-                 skip: bool = False, palette: int = 0, palette_pick: str = "soft"):
+                 skip: bool = False, palette: int = 0, palette_pick: str = "soft",
+                 palette_noise: float = 0.0):
         super().__init__()
-        if skip or palette:
+        if skip or palette or palette_noise:
             raise ValueError("model.g_skip, model.g_palette: the ml2020 trunk writes RGB only "
                              "(use dcgan)")
         if upsample != "transposed":

@@ -249,7 +249,10 @@ class PaletteOutput(nn.Module):
 
     ``pick`` (``model.g_palette_pick``) says how a pixel's colour is chosen when the
     generator samples (eval mode: sample grids, evaluation, export, the demo);
-    training always uses the softmax mix, whose gradient reaches every colour:
+    training always uses the softmax mix, whose gradient reaches every colour (with
+    ``noise`` > 0, ``model.g_palette_noise``, of the logits plus Gumbel noise x ``noise``:
+    a Gumbel-softmax, so a pixel that G leaves between two colours flickers between
+    them in what D sees, instead of passing as a blend that sampling draws as a blotch):
 
     - ``soft``: the softmax mix.
     - ``hard``: the pixel's most likely colour, so a region is exactly one colour
@@ -272,13 +275,15 @@ class PaletteOutput(nn.Module):
 
     GAIN = 10.0  # logits are scaled up so that a region can turn confident in a few steps
 
-    def __init__(self, in_dim: int, k: int, hidden: int = 128, pick: str = "soft"):
+    def __init__(self, in_dim: int, k: int, hidden: int = 128, pick: str = "soft",
+                 noise: float = 0.0):
         super().__init__()
         if pick not in PALETTE_PICKS:
             raise ValueError(f"model.g_palette_pick={pick!r}: expected one of "
                              f"{', '.join(PALETTE_PICKS)}")
         self.k = k
         self.pick = pick
+        self.noise = noise  # model.g_palette_noise: Gumbel noise x this while training
         self.colours = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(True),
                                      nn.Linear(hidden, 3 * k), nn.Tanh())  # PyTorch's init:
         # distinct colours from the start (the generator applies dcgan_init before adding this)
@@ -286,7 +291,11 @@ class PaletteOutput(nn.Module):
     def weights(self, logits: torch.Tensor, pal: torch.Tensor) -> torch.Tensor:
         """[B, K, S, S] logits, [B, K, 3] palette -> [B, K, S, S] convex weights (see the
         class docstring; only ``mix_lines`` reads the palette)."""
-        w = (self.GAIN * logits).softmax(dim=1)
+        scores = self.GAIN * logits
+        if self.training and self.noise > 0:  # Gumbel(0, 1) = -log(-log(U)), drawn in fp32
+            u = torch.rand(scores.shape, device=scores.device).clamp_(1e-6, 1 - 1e-6)
+            scores = scores.float() - self.noise * u.log().neg_().log_()
+        w = scores.softmax(dim=1)
         if self.pick == "soft" or self.training:
             return w
         if self.pick == "hard":
