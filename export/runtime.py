@@ -372,8 +372,9 @@ class Model:
 
         ``targets``: names to switch on (a list, or "A,B" text), or {name: 0/1};
         switching on a member of an exclusive set (hair colours) switches its
-        siblings off (tagvocab ``Domains.apply``). ``source``: the input image's
-        attributes (names or a vector); None starts from all off.
+        siblings off (tagvocab ``Domains.apply``), or a vector (an array, or a list of
+        numbers, taken as it is). ``source``: the input image's attributes (names or a
+        vector); None starts from all off.
         """
         if self.meta.kind != "stargan":
             raise InputError(f"{self.path.name} is not a StarGAN model: it takes no domains")
@@ -384,9 +385,9 @@ class Model:
                   source: DomainSpec | None = None) -> np.ndarray:
         """Translate uint8 image(s) [S, S, C] / [N, S, S, C] to ``target_domains``; uint8 out.
 
-        ``target_domains``: see encode_domains, or an array [K, n_domains] to render one
-        image in K ways. ``source``: the input's own domains (names, a vector, or an array
-        [N, n_domains] with one row per image; None = none). Named targets are applied to
+        ``target_domains``: see encode_domains, or an array [K, n_domains] (or K lists of
+        numbers) to render one image in K ways. ``source``: the input's own domains (names,
+        a vector, or an array [N, n_domains] with one row per image; None = none). Named targets are applied to
         it (the attributes they leave alone keep its values; array targets are used as
         given), and a model exported with g_condition difference is also given it (its
         ``source`` input), since it is told the change, target minus source. Grayscale

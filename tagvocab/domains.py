@@ -33,7 +33,7 @@ def as_vectors(spec: DomainSpec | None) -> DomainSpec | None:
             a = np.asarray(spec)
         except ValueError:  # ragged
             return spec
-        if a.dtype.kind in "iuf":
+        if a.dtype.kind in "biuf":  # booleans too: [True, False, ...] is on/off
             return a.astype(np.float32)
     return spec
 

@@ -490,6 +490,15 @@ def test_palette_noise_draws_gumbel_softmax_in_training_only():
     lg = logits.clone().requires_grad_(True)
     noisy.train()(lg, h).square().sum().backward()
     assert lg.grad.abs().sum() > 0 and noisy.colours[0].weight.grad.abs().sum() > 0
+    G = build_generator(cfg_of("data.size=32", "model.g_ch=8", "model.z_dim=16",
+                               "model.g_palette=4", "model.g_palette_noise=0.3"), K)
+    assert G.net.palette.noise == 0.3, "the config reaches the layer"
+    for bad, says in (("model.g_palette_noise=-1", "expected >= 0"),
+                      ("model.g_palette_noise=nan", "expected >= 0")):
+        with pytest.raises(ConfigError, match=f"g_palette_noise=.*{says}"):
+            cfg_of("model.g_palette=4", bad)
+    with pytest.raises(ConfigError, match="g_palette_noise=0.3 needs a palette output"):
+        cfg_of("model.g_palette=0", "model.g_palette_pick=soft", "model.g_palette_noise=0.3")
 
 
 def test_palette_vote_removes_isolated_pixels_and_keeps_regions():
@@ -586,9 +595,7 @@ def test_palette_mix_lines_takes_the_nearer_of_the_two_likeliest_colours():
                                  ("model.g_palette_pick=hard",),
                                  ("model.g_palette=8", "model.g_palette_pick=argmax"),
                                  ("model.g_palette=8", "model.arch=ml2020"),
-                                 ("model.g_palette=8", "model.arch=resnet"),
-                                 ("model.g_palette_noise=0.3",),
-                                 ("model.g_palette=8", "model.g_palette_noise=-1")])
+                                 ("model.g_palette=8", "model.arch=resnet")])
 def test_palette_is_refused_where_it_does_not_apply(bad):
     with pytest.raises(ConfigError, match="g_palette"):
         cfg_of(*bad)

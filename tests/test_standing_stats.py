@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from trainer.models.layers import PaletteOutput
 from trainer.standing_stats import batchnorms, standing_statistics
 
 
@@ -66,6 +67,37 @@ def test_same_seed_same_statistics_and_a_generator_without_batchnorm_is_left_alo
     assert batchnorms(plain) == []
     assert standing_statistics(plain, no_draw, 4, 8) == 0
     assert standing_statistics(TinyG(), no_draw, 0, 8) == 0, "batches=0 turns it off"
+
+
+class NoisyPaletteG(nn.Module):
+    """z -> Linear -> BatchNorm1d -> 4 palette logits per pixel, painted with Gumbel noise
+    in training (model.g_palette_noise)."""
+
+    def __init__(self, noise: float):
+        super().__init__()
+        self.a, self.bn = nn.Linear(4, 4 * 3 * 3), nn.BatchNorm1d(4 * 3 * 3)
+        self.palette = PaletteOutput(4, 4, hidden=8, pick="mix_lines", noise=noise)
+
+    def forward(self, z, tags=None):
+        return self.palette(self.bn(self.a(z)).reshape(-1, 4, 3, 3), z)
+
+
+def test_a_generator_that_draws_noise_in_training_leaves_the_global_stream_alone():
+    """Only the BatchNorm layers measure in train mode: the palette's training noise is not
+    drawn, so a checkpoint or a sample grid does not move the run's random stream (exact
+    resume), and the statistics are those of the noise-free generator."""
+    noisy, plain = NoisyPaletteG(1.0), NoisyPaletteG(0.0)
+    plain.load_state_dict(noisy.state_dict())
+    rng = torch.random.get_rng_state()
+    standing_statistics(noisy.train(), draw, 4, 8, seed=2)
+    assert torch.equal(torch.random.get_rng_state(), rng), "the global random stream moved"
+    assert noisy.training and noisy.palette.training, "G's mode is restored"
+    standing_statistics(plain, draw, 4, 8, seed=2)
+    assert torch.equal(noisy.bn.running_mean, plain.bn.running_mean)
+    assert torch.equal(noisy.bn.running_var, plain.bn.running_var)
+    x = torch.randn(16, 4)
+    noisy.train()(x)  # sanity: in training the layer does draw from the global stream
+    assert not torch.equal(torch.random.get_rng_state(), rng)
 
 
 def test_ema_bn_batches_must_not_be_negative():

@@ -210,6 +210,8 @@ def test_vector_reads_numbers_written_as_lists(domains):
     assert domains.vector(["Brown_Hair"], source=(1, 0, 0, 1, 0.0)).tolist() == [0, 0, 1, 1, 0]
     assert domains.vector({"Male": 1}, source=[[1, 0, 0, 0, 0]]).tolist() == [1, 0, 0, 1, 0]
     assert as_vectors([[0, 1], [1, 0]]).shape == (2, 2)
+    assert as_vectors([[0, 1], [1, 0]]).dtype == np.float32
+    assert domains.vector([False, True, False, False, True]).tolist() == [0, 1, 0, 0, 1]
     assert as_vectors(["Male", "Young"]) == ["Male", "Young"], "names stay names"
     assert as_vectors([]) == [] and as_vectors([[0, 1], [1]]) == [[0, 1], [1]], "ragged as given"
     with pytest.raises(VocabError, match="length 3, expected 5"):

@@ -384,7 +384,7 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"model.g_palette={cfg.model.g_palette}: expected 0 (RGB output) or "
                           f"K >= 2 colours, on the dcgan trunk without model.g_skip (got "
                           f"model.arch={cfg.model.arch!r}, model.g_skip={cfg.model.g_skip})")
-    if cfg.model.g_palette_noise < 0:
+    if not cfg.model.g_palette_noise >= 0:  # also refuses nan
         raise ConfigError(f"model.g_palette_noise={cfg.model.g_palette_noise}: expected >= 0 "
                           f"(0 = off)")
     if cfg.model.g_palette_noise and not cfg.model.g_palette:

@@ -47,7 +47,12 @@ def standing_statistics(G: nn.Module, draw: Draw, batches: int, batch_size: int,
         for m in layers:
             m.reset_running_stats()
             m.momentum = None  # cumulative moving average: the plain mean over batches
-        G.train()
+        # Only the BatchNorm layers in train mode: the rest samples as in eval mode, so a
+        # layer that draws noise in training (model.g_palette_noise) takes nothing from
+        # the global random stream here.
+        G.eval()
+        for m in layers:
+            m.train()
         for _ in range(batches):
             args = draw(batch_size, g)
             G(*(a.to(device) if isinstance(a, torch.Tensor) else a for a in args))

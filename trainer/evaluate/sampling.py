@@ -62,20 +62,20 @@ def iter_generate(G: nn.Module, z: torch.Tensor, tags: torch.Tensor | None,
 
 
 @torch.no_grad()
-@torch.no_grad()
 def translate_float(G: nn.Module, images: torch.Tensor, targets: torch.Tensor | np.ndarray,
                     sources: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
     """StarGAN: G(images [B,3,S,S] in [-1,1], targets [B,n] or one [n] for all, the inputs'
     own domains ``sources`` likewise, for ``model.g_condition=difference``) in eval mode
     -> float [B,3,S,S] on the CPU."""
     def rows(v: torch.Tensor | np.ndarray) -> torch.Tensor:
-        t = torch.as_tensor(np.asarray(v, np.float32))
+        t = torch.as_tensor(v, dtype=torch.float32)
         return t.expand(images.shape[0], -1) if t.dim() == 1 else t
     with eval_mode(G) as put:
         src = None if sources is None else put(rows(sources))
         return G(put(images), put(rows(targets)), src).float().cpu()
 
 
+@torch.no_grad()
 def translate(G: nn.Module, images: torch.Tensor, domains: torch.Tensor,
               source: torch.Tensor | None = None, batch: int = 32) -> torch.Tensor:
     """StarGAN: uint8 translations of uint8 ``images`` to ``domains`` [N, n_domains], in
