@@ -387,12 +387,12 @@ class Model:
 
         ``target_domains``: see encode_domains, or an array [K, n_domains] (or K lists of
         numbers) to render one image in K ways. ``source``: the input's own domains (names,
-        a vector, or an array [N, n_domains] with one row per image; None = none). Named targets are applied to
-        it (the attributes they leave alone keep its values; array targets are used as
-        given), and a model exported with g_condition difference is also given it (its
-        ``source`` input), since it is told the change, target minus source. Grayscale
-        and RGBA inputs are converted; the size must be the model's (resize and crop
-        first, as training did).
+        a vector, or an array [N, n_domains] with one row per image; None = none). Named
+        targets are applied to it (the attributes they leave alone keep its values; array
+        targets are used as given), and a model exported with g_condition difference is
+        also given it (its ``source`` input), since it is told the change, target minus
+        source. Grayscale and RGBA inputs are converted; the size must be the model's
+        (resize and crop first, as training did).
         """
         m = self.meta
         if m.kind != "stargan":
