@@ -26,16 +26,30 @@ DomainSpec = Sequence[str] | Sequence[float] | Mapping[str, float] | str | np.nd
 def as_vectors(spec: DomainSpec | None) -> DomainSpec | None:
     """``spec`` as a float32 array when it is numbers written as a (nested) list, else as given.
 
-    So ``[0, 1, 0, 0, 1]`` is read as a vector, not as the domain names "0" and "1".
+    So ``[0, 1, 0, 0, 1]`` is read as a vector, not as the domain names "0" and "1";
+    numbers in rows of unequal lengths are a ``VocabError`` that gives the lengths.
     """
     if isinstance(spec, (list, tuple)) and spec:
         try:
             a = np.asarray(spec)
-        except ValueError:  # ragged
+        except ValueError:  # ragged: vectors of unequal lengths are an error, not names
+            rows = [r for r in spec if isinstance(r, (list, tuple, np.ndarray))]
+            if len(rows) == len(spec) and all(_numbers(r) for r in rows):
+                raise VocabError(
+                    f"domain vectors of unequal lengths {[len(r) for r in rows]}; "
+                    "each needs one 0/1 per domain") from None
             return spec
         if a.dtype.kind in "biuf":  # booleans too: [True, False, ...] is on/off
             return a.astype(np.float32)
     return spec
+
+
+def _numbers(row: Sequence | np.ndarray) -> bool:
+    """Whether ``row`` holds only numbers (booleans included)."""
+    try:
+        return np.asarray(row).dtype.kind in "biuf" if len(row) else True
+    except ValueError:  # itself ragged
+        return False
 
 
 @dataclass(frozen=True)

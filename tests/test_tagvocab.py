@@ -213,7 +213,10 @@ def test_vector_reads_numbers_written_as_lists(domains):
     assert as_vectors([[0, 1], [1, 0]]).dtype == np.float32
     assert domains.vector([False, True, False, False, True]).tolist() == [0, 1, 0, 0, 1]
     assert as_vectors(["Male", "Young"]) == ["Male", "Young"], "names stay names"
-    assert as_vectors([]) == [] and as_vectors([[0, 1], [1]]) == [[0, 1], [1]], "ragged as given"
+    assert as_vectors([]) == [] and as_vectors([["Male"], ["Young", "Male"]]) == [
+        ["Male"], ["Young", "Male"]], "ragged names as given"
+    with pytest.raises(VocabError, match=r"domain vectors of unequal lengths \[5, 2\]"):
+        domains.vector([[0, 1, 0, 0, 0], [1, 0]])
     with pytest.raises(VocabError, match="length 3, expected 5"):
         domains.vector([0, 1, 0])
     with pytest.raises(VocabError, match="unknown domain 1; "):
