@@ -631,7 +631,7 @@ def test_translate_gives_a_difference_g_the_from_domains(fake_run, inputs, tmp_p
     G = build_generator(cfg, 5)
     G.load_state_dict(load_file(latest_checkpoint(fake_run) / EMA_FILE))
     x = translate.load_input(inputs["RGB"], 32)
-    src = translate.source_vector(AVATARS, ["Black_Hair"])
+    src = AVATARS.vector(["Black_Hair"])
     tgt = translate.target_vector(AVATARS, src, ["Blond_Hair"])
     with torch.no_grad():
         expect = G.eval()(x, torch.from_numpy(tgt)[None], torch.from_numpy(src)[None])
@@ -648,7 +648,7 @@ def test_translate_gives_a_difference_g_the_from_domains(fake_run, inputs, tmp_p
 
 def test_translate_to_matches_the_targets(fake_run, inputs):
     """--to keeps non-named attributes, switches hair siblings off; = G on that vector."""
-    src = translate.source_vector(AVATARS, ["Black_Hair", "Eyeglasses"])
+    src = AVATARS.vector(["Black_Hair", "Eyeglasses"])
     tgt = translate.target_vector(AVATARS, src, ["Blond_Hair"])
     assert tgt.tolist() == [0, 1, 0, 1, 0]
     cfg = load_config(str(fake_run / "config.yaml"))

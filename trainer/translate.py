@@ -62,11 +62,6 @@ def parse_names(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
-def source_vector(domains: Domains, on: Sequence[str]) -> np.ndarray:
-    """The 0/1 source vector with the named attributes on (all zeros if none)."""
-    return domains.apply(np.zeros(domains.n_domains, np.float32), on)
-
-
 def target_vector(domains: Domains, source: np.ndarray, to: Sequence[str] = (),
                   vector: Sequence[float] | None = None) -> np.ndarray:
     """The target of ``--to`` names (applied to ``source``) or of an explicit ``--vector``."""
@@ -137,7 +132,7 @@ def run(args: argparse.Namespace) -> Path:
     if args.source is None:
         print(f"note: no --from given: the input is taken to have none of the attributes "
               f"{', '.join(domains.names)}", file=sys.stderr)
-    src = np.stack([source_vector(domains, parse_names(s)) for s in sources])
+    src = np.stack([domains.vector(parse_names(s)) for s in sources])  # none named: zeros
     src = np.broadcast_to(src, (len(args.image), domains.n_domains)).copy()
     to = parse_names(args.to) if args.to is not None else []
     vector = None
