@@ -401,7 +401,8 @@ class Model:
         if rgb.shape[1:3] != (m.image_size, m.image_size):
             raise InputError(f"image is {rgb.shape[2]}x{rgb.shape[1]}; this model takes "
                              f"{m.image_size}x{m.image_size} (centre-crop and resize first)")
-        target_domains = as_vectors(target_domains)  # K vectors may come as nested lists
+        with as_input_error():
+            target_domains = as_vectors(target_domains)  # K vectors may come as nested lists
         own = self._source_rows(source)  # [1 or N, n_domains]
         if isinstance(target_domains, np.ndarray) and target_domains.ndim == 2:
             d = np.stack([self.encode_domains(t) for t in target_domains])
@@ -423,7 +424,8 @@ class Model:
 
     def _source_rows(self, source: DomainSpec | np.ndarray | None) -> np.ndarray:
         """The input's own domains as float32 [1 or N, n_domains] (see translate)."""
-        source = as_vectors(source)  # a vector (or one per image) written as a list
+        with as_input_error():
+            source = as_vectors(source)  # a vector (or one per image) written as a list
         if isinstance(source, np.ndarray) and source.ndim == 2:
             with as_input_error():
                 return self.meta.domain_vocab.check_vector(source)

@@ -26,30 +26,40 @@ DomainSpec = Sequence[str] | Sequence[float] | Mapping[str, float] | str | np.nd
 def as_vectors(spec: DomainSpec | None) -> DomainSpec | None:
     """``spec`` as a float32 array when it is numbers written as a (nested) list, else as given.
 
-    So ``[0, 1, 0, 0, 1]`` is read as a vector, not as the domain names "0" and "1";
-    numbers in rows of unequal lengths are a ``VocabError`` that gives the lengths.
+    So ``[0, 1, 0, 0, 1]`` is read as a vector, not as the domain names "0" and "1". A
+    ragged list that holds a row of numbers is a ``VocabError``: rows of unequal lengths
+    get their lengths, vectors mixed with names or single numbers say so.
     """
     if isinstance(spec, (list, tuple)) and spec:
         try:
             a = np.asarray(spec)
-        except ValueError:  # ragged: vectors of unequal lengths are an error, not names
-            rows = [r for r in spec if isinstance(r, (list, tuple, np.ndarray))]
-            if len(rows) == len(spec) and all(_numbers(r) for r in rows):
+        except ValueError:  # ragged
+            rows = [_number_row(r) for r in spec]
+            if all(r is not None for r in rows):
                 raise VocabError(
                     f"domain vectors of unequal lengths {[len(r) for r in rows]}; "
                     "each needs one 0/1 per domain") from None
+            if any(r is not None for r in rows):
+                raise VocabError(
+                    f"{spec!r} mixes domain vectors with other items; give names, or "
+                    "one 0/1 vector per row") from None
             return spec
         if a.dtype.kind in "biuf":  # booleans too: [True, False, ...] is on/off
             return a.astype(np.float32)
     return spec
 
 
-def _numbers(row: Sequence | np.ndarray) -> bool:
-    """Whether ``row`` holds only numbers (booleans included)."""
+def _number_row(item: object) -> np.ndarray | None:
+    """``item`` as a 1-d array when it is a list, tuple or array of numbers, else None."""
+    if not isinstance(item, (list, tuple, np.ndarray)):
+        return None
     try:
-        return np.asarray(row).dtype.kind in "biuf" if len(row) else True
+        row = np.asarray(item)
     except ValueError:  # itself ragged
-        return False
+        return None
+    if row.ndim != 1 or (row.size and row.dtype.kind not in "biuf"):
+        return None
+    return row
 
 
 @dataclass(frozen=True)

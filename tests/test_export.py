@@ -440,6 +440,10 @@ def test_translate_feeds_the_source_to_a_difference_model(exported, runs):
         m.translate(np.stack([img] * 3), ["blonde_hair"], source=rows)
     with pytest.raises(InputError, match="length 4, expected 5"):
         m.translate(img, ["blonde_hair"], source=np.zeros((2, 4), np.float32))
+    with pytest.raises(InputError, match=r"domain vectors of unequal lengths \[5, 2\]"):
+        m.translate(img, [own.tolist(), [1, 0]], source=src)  # the runtime's one error
+    with pytest.raises(InputError, match=r"unequal lengths \[5, 3\]"):
+        m.translate(img, ["blonde_hair"], source=[own.tolist(), [0, 1, 0]])
     props = {**m.meta.props, "g_condition": "ratio"}
     with pytest.raises(InputError, match="unknown g_condition 'ratio'.*target, difference"):
         runtime.parse_metadata(props)

@@ -217,6 +217,13 @@ def test_vector_reads_numbers_written_as_lists(domains):
         ["Male"], ["Young", "Male"]], "ragged names as given"
     with pytest.raises(VocabError, match=r"domain vectors of unequal lengths \[5, 2\]"):
         domains.vector([[0, 1, 0, 0, 0], [1, 0]])
+    with pytest.raises(VocabError, match=r"unequal lengths \[5, 2\]"):
+        as_vectors([np.zeros(5), (True, False)])  # arrays and tuples are rows too
+    with pytest.raises(VocabError, match=r"unequal lengths \[0, 2\]"):
+        as_vectors([[], [0, 1]])
+    for mixed in ([[0, 1, 0, 0, 0], "Male"], [0, [1, 0]], [np.array(1.0), [0, 1]]):
+        with pytest.raises(VocabError, match="mixes domain vectors with other items"):
+            as_vectors(mixed)
     with pytest.raises(VocabError, match="length 3, expected 5"):
         domains.vector([0, 1, 0])
     with pytest.raises(VocabError, match="unknown domain 1; "):
