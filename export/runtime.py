@@ -426,8 +426,7 @@ class Model:
         """The input's own domains as float32 [1 or N, n_domains] (see translate)."""
         with as_input_error():
             source = as_vectors(source)  # a vector (or one per image) written as a list
-        if isinstance(source, np.ndarray) and source.ndim == 2:
-            with as_input_error():
+            if isinstance(source, np.ndarray) and source.ndim == 2:
                 return self.meta.domain_vocab.check_vector(source)
         return self.encode_domains([], source)[None]
 

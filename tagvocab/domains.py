@@ -20,6 +20,8 @@ from tagvocab.tags import VocabError
 # metadata): the target vector, or target minus the input's own (source) vector.
 G_CONDITIONS = ("target", "difference")
 
+_NUMBER_KINDS = "biuf"  # numpy dtype kinds read as numbers: booleans too ([True, False] is on/off)
+
 DomainSpec = Sequence[str] | Sequence[float] | Mapping[str, float] | str | np.ndarray
 
 
@@ -44,7 +46,7 @@ def as_vectors(spec: DomainSpec | None) -> DomainSpec | None:
                     f"{spec!r} mixes domain vectors with other items; give names, or "
                     "one 0/1 vector per row") from None
             return spec
-        if a.dtype.kind in "biuf":  # booleans too: [True, False, ...] is on/off
+        if a.dtype.kind in _NUMBER_KINDS:
             return a.astype(np.float32)
     return spec
 
@@ -57,7 +59,7 @@ def _number_row(item: object) -> np.ndarray | None:
         row = np.asarray(item)
     except ValueError:  # itself ragged
         return None
-    if row.ndim != 1 or (row.size and row.dtype.kind not in "biuf"):
+    if row.ndim != 1 or (row.size and row.dtype.kind not in _NUMBER_KINDS):
         return None
     return row
 
