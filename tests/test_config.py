@@ -52,6 +52,8 @@ def test_bad_type_is_named():
     ("ema=1.5", "ema"),
     ("mixed_precision=fp8", "mixed_precision"),
     ("loss.wrong_tags=nearest", "loss.wrong_tags"),
+    ("loss.lecam=-0.1", "loss.lecam"),
+    ("loss.lecam_decay=1", "loss.lecam_decay"),
 ])
 def test_bad_value_is_named(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -37,13 +37,15 @@ def accelerate_launch(args: list[str], precision: str) -> subprocess.CompletedPr
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
 
-@pytest.mark.parametrize("preset, precision", [("wgan_gp_avatars", "bf16"),
-                                               ("cgan_avatars", "no"),
-                                               ("cgan_avatars_long", "bf16")])  # ADA, R1
-def test_two_process_ranks_agree(avatar_dir, tmp_path, preset, precision):
+@pytest.mark.parametrize("preset, precision, extra", [
+    ("wgan_gp_avatars", "bf16", []),
+    ("cgan_avatars", "no", []),
+    ("cgan_avatars_long", "bf16", ["loss.lecam=0.1"]),  # ADA, R1, LeCam: process-wide means
+])
+def test_two_process_ranks_agree(avatar_dir, tmp_path, preset, precision, extra):
     run = tmp_path / preset
     res = accelerate_launch(["--config", preset, "--run-dir", str(run),
-                             f"data.path={avatar_dir}", "steps=6", *TINY], precision)
+                             f"data.path={avatar_dir}", "steps=6", *TINY, *extra], precision)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     world = json.loads((run / "world.json").read_text())
     assert world["world_size"] == 2, world
@@ -56,3 +58,6 @@ def test_two_process_ranks_agree(avatar_dir, tmp_path, preset, precision):
     ckpt = latest_checkpoint(run)
     assert ckpt is not None and ckpt.name == "step_00000006"
     assert (ckpt / "random_states_1.pkl").is_file(), "each rank saves its RNG state"
+    if extra:
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        assert any("D/lecam" in r for r in rows), "the LeCam term is logged"

@@ -10,6 +10,7 @@ import torch
 from trainer.losses import (
     ADVERSARIAL,
     AdversarialLoss,
+    LeCam,
     aux_loss,
     feature_matching_loss,
     gradient_penalty,
@@ -409,3 +410,40 @@ def test_pooled_mode_seeking_does_not_count_pixel_noise_as_variety():
     pooled = mode_seeking_loss(noisy, base, z_a, z_b, pool=2)
     assert raw.item() == pytest.approx(1 / (0.5 + 1e-5), rel=1e-4)  # the noise looks like variety
     assert pooled.item() > 1e4  # pooled, the two images are the same: no credit
+
+
+def lecam_by_hand(real, fake, ema_real, ema_fake) -> float:
+    return (mean(max(r - ema_fake, 0.0) ** 2 for r in real)
+            + mean(max(ema_real - f, 0.0) ** 2 for f in fake))
+
+
+def test_lecam_pulls_each_side_towards_the_other_sides_average():
+    """The first call sets the averages to the batch means; later calls move them by
+    1 - decay; the penalty is relu(real - ema_fake)^2 + relu(ema_real - fake)^2."""
+    reg = LeCam(decay=0.75)
+    out = reg(torch.tensor(REAL), torch.tensor(FAKE))
+    er, ef = mean(REAL), mean(FAKE)
+    assert out.item() == pytest.approx(lecam_by_hand(REAL, FAKE, er, ef), rel=1e-6)
+    real2, fake2 = [3.0, 2.0], [-4.0, 0.0, -2.0, 1.0]
+    out = reg(torch.tensor(real2), torch.tensor(fake2))
+    er, ef = 0.75 * er + 0.25 * mean(real2), 0.75 * ef + 0.25 * mean(fake2)
+    assert reg.ema.tolist() == pytest.approx([er, ef, 2.0])
+    assert out.item() == pytest.approx(lecam_by_hand(real2, fake2, er, ef), rel=1e-6)
+
+
+def test_lecam_gradient_reaches_the_scores_not_the_averages():
+    """Only logits beyond the other side's average get a gradient: 2 (real - ema_fake) / n
+    for each such real logit, -2 (ema_real - fake) / n for each such fake one."""
+    reg = LeCam(decay=0.0)
+    real = torch.tensor([2.0, -3.0], requires_grad=True)  # ema_real -0.5, ema_fake 0.5
+    fake = torch.tensor([1.0, 0.0], requires_grad=True)
+    reg(real, fake).backward()
+    assert real.grad.tolist() == pytest.approx([2 * (2.0 - 0.5) / 2, 0.0])
+    assert fake.grad.tolist() == pytest.approx([0.0, 0.0])  # both above ema_real = -0.5
+    assert not reg.ema.requires_grad
+
+
+def test_lecam_is_fp32_under_bf16_logits():
+    reg = LeCam()
+    out = reg(torch.tensor(REAL, dtype=torch.bfloat16), torch.tensor(FAKE, dtype=torch.bfloat16))
+    assert out.dtype == torch.float32 and reg.ema.dtype == torch.float32

@@ -706,7 +706,8 @@ TINY = ["data.size=32", "batch_size=8", "model.g_ch=8", "model.d_ch=8", "model.r
 def test_resume_equals_uninterrupted(avatar_dir, tmp_path):
     """8 steps straight == 4 steps, stop, resume to 8: identical G, D, EMA and optimizers."""
     common = ["--config", "stargan_avatars", f"data.path={avatar_dir}", *TINY,
-              "lr_decay_start=4", "loss.r1_every=3"]  # lazy R1 at steps 0, 3, 6: across the stop
+              "lr_decay_start=4", "loss.r1_every=3",  # lazy R1 at steps 0, 3, 6: across the stop
+              "loss.lecam=0.1"]  # and LeCam's moving averages
     a, b = tmp_path / "a", tmp_path / "b"
     res = run_train([*common, "--run-dir", str(a), "steps=8"])
     assert res.returncode == 0, res.stderr[-3000:]
@@ -728,7 +729,7 @@ def test_resume_equals_uninterrupted(avatar_dir, tmp_path):
             assert torch.equal(st["exp_avg"], sb["state"][k]["exp_avg"])
     rows = [json.loads(x) for x in (a / "metrics.jsonl").read_text().splitlines()]
     logged = set().union(*rows)
-    assert {"D/cls", "G/rec", "G/cls"} <= logged, logged
+    assert {"D/cls", "G/rec", "G/cls", "D/lecam"} <= logged, logged
     assert any(k.endswith("/r1") for k in logged), logged  # the preset's lazy R1 ran
     with Image.open(sorted((a / "samples").glob("*.png"))[-1]) as im:
         assert im.width == 2 + 6 * 34  # input + 5 domains per row

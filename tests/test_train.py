@@ -115,9 +115,10 @@ def test_resume_rejects_changed_config(short_run, avatar_dir):
     assert "loss.adv" in res.stderr
 
 
-# ADA adjusting p every 3 D steps: the stop at step 4 falls inside an adjustment interval
+# ADA adjusting p every 3 D steps: the stop at step 4 falls inside an adjustment interval;
+# LeCam's moving averages carry across the stop too
 ADA = ["--config", "cgan_avatars", "aug.policy=translation,cutout", "aug.target=0.05",
-       "aug.interval=3", "aug.kimg=0.2"]
+       "aug.interval=3", "aug.kimg=0.2", "loss.lecam=0.05"]
 
 
 @pytest.mark.parametrize("setup", [["--config", "wgan_gp_avatars", "g_every=2"], ADA],
@@ -138,8 +139,11 @@ def test_resume_equals_uninterrupted(avatar_dir, tmp_path, setup):
         diff = states_equal(load_file(ca / f), load_file(cb / f))
         assert not diff, f"{f} differs after resume: {diff[:3]}"
     if setup is ADA:  # p moved, so the comparison above covered an adjustment after the stop
-        p = [v for k, v in load_file(ca / "model_1.safetensors").items() if k.endswith(".p")]
+        d_state = load_file(ca / "model_1.safetensors")
+        p = [v for k, v in d_state.items() if k.endswith(".p")]
         assert len(p) == 1 and float(p[0]) > 0
+        lecam = [v for k, v in d_state.items() if k.endswith("lecam.ema")]
+        assert len(lecam) == 1 and float(lecam[0][2]) == 8  # one update per D step
     opt_a = torch.load(ca / "optimizer.bin", weights_only=True)
     opt_b = torch.load(cb / "optimizer.bin", weights_only=True)
     for k, st in opt_a["state"].items():

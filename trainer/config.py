@@ -110,6 +110,9 @@ class LossConfig:
     r1_tags: str = "right"  # tag-conditioned D: R1 on the score with the image's own tags
     #                         (right) or with each group's tags averaged (mean: the part of a
     #                         projection score that does not depend on the tags)
+    lecam: float = 0.0  # LeCam (Tseng et al. 2021): weight of the pull of D's logits towards
+    #                     the other side's moving average (0 = off; trainer.losses.LeCam)
+    lecam_decay: float = 0.99  # decay of those moving averages
 
 
 @dataclass
@@ -342,11 +345,13 @@ def validate(cfg: TrainConfig) -> None:
         betas = _get(cfg, key)
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
             raise ConfigError(f"{key}={list(betas)}: expected two numbers in [0, 1)")
+    if not 0.0 <= cfg.loss.lecam_decay < 1.0:
+        raise ConfigError(f"loss.lecam_decay={cfg.loss.lecam_decay}: expected 0 <= decay < 1")
     if not 0.0 <= cfg.model.d_dropout < 1.0:
         raise ConfigError(f"model.d_dropout={cfg.model.d_dropout}: expected 0 <= p < 1")
     for key in ("loss.gp", "loss.clip", "loss.lambda_cls", "loss.d_cls_scale",
                 "loss.lambda_rec", "loss.lambda_id", "loss.lambda_mask", "loss.lambda_change",
-                "loss.lambda_mask_tv", "loss.r1", "loss.tv"):
+                "loss.lambda_mask_tv", "loss.r1", "loss.tv", "loss.lecam"):
         if _get(cfg, key) < 0:
             raise ConfigError(f"{key}={_get(cfg, key)}: must be >= 0")
     if ((cfg.loss.lambda_mask or cfg.loss.lambda_mask_tv or cfg.loss.lambda_change)

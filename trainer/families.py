@@ -192,8 +192,8 @@ def _stargan_recipe(cfg: TrainConfig, labels: Labels, image_size: int) -> Recipe
     return StarGanRecipe(cfg, labels, image_size)
 
 
-# loss.* options each recipe reads (trainer/recipes/gan.py, stargan.py, common.py's lazy R1)
-_SHARED_LOSS = ("adv", "gp", "r1", "r1_every")
+# loss.* options each recipe reads (trainer/recipes/gan.py, stargan.py; common.py's lazy R1, LeCam)
+_SHARED_LOSS = ("adv", "gp", "r1", "r1_every", "lecam", "lecam_decay")
 _GAN_LOSS = (*_SHARED_LOSS, "clip", "matching_aware", "wrong_weight", "wrong_tags", "aux",
              "l1", "feature_matching", "mode_seeking", "mode_seeking_pool", "tv", "joint_batch",
              "r1_tags")

@@ -15,7 +15,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from trainer.collectives import process_sum
 from trainer.modes import full_precision
 
 
@@ -154,6 +156,50 @@ def r1_penalty(
         scores = critic(x).float()
         (grad,) = torch.autograd.grad(scores.sum(), x, create_graph=True)
         return grad.flatten(1).square().sum(dim=1).mean()
+
+
+class LeCam(nn.Module):
+    """LeCam regularisation (Tseng et al. 2021), for GANs trained on little data.
+
+    Keeps moving averages of D's mean logit on real and on fake images and pulls each
+    side's logits no further than the other side's average:
+    ``E[relu(D(real) - ema_fake)^2] + E[relu(ema_real - D(fake))^2]``. D then cannot
+    push real and fake logits ever further apart, the drift that a D memorising a small
+    dataset shows. Lives in D (buffers: saved with its checkpoint, one value on every
+    process: the averages are of the means over all processes).
+    """
+
+    def __init__(self, decay: float = 0.99):
+        super().__init__()
+        self.decay = float(decay)
+        # ema_real, ema_fake, and the number of updates (0: the first sets the averages)
+        self.register_buffer("ema", torch.zeros(3))
+
+    def extra_repr(self) -> str:
+        return f"decay={self.decay}"
+
+    def forward(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+        """Update the averages with this batch's means, then the penalty (fp32)."""
+        real, fake = _f32(real_scores).flatten(), _f32(fake_scores).flatten()
+        with torch.no_grad():
+            sums = torch.stack([real.sum(), fake.sum(),
+                                torch.tensor(float(real.numel()), device=real.device),
+                                torch.tensor(float(fake.numel()), device=real.device)])
+            sums = process_sum(sums.to(self.ema))
+            means = sums[:2] / sums[2:].clamp(min=1)
+            d = self.decay if self.ema[2] > 0 else 0.0
+            self.ema[:2] = d * self.ema[:2] + (1 - d) * means
+            self.ema[2] += 1
+        ema_real, ema_fake = self.ema[0].detach(), self.ema[1].detach()
+        return F.relu(real - ema_fake).square().mean() + F.relu(ema_real - fake).square().mean()
+
+
+def lecam_of(D: nn.Module) -> LeCam | None:
+    """The ``LeCam`` state a (possibly wrapped) discriminator carries, or None."""
+    for m in D.modules():
+        if isinstance(m, LeCam):
+            return m
+    return None
 
 
 def matching_aware_d_loss(

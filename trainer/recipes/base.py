@@ -44,12 +44,22 @@ class Recipe:
     ema_of: str = "G"  # the loop keeps an EMA copy of this model; samples and export use it
     strip_cols: int = 4  # grid columns per frame of progress.png (0: whole rows)
     augment = None  # D's trainer.augment.Augment, if aug.policy is set
+    lecam = None  # D's trainer.losses.LeCam, if loss.lecam is set
 
     def observe_real(self, scores: torch.Tensor, logs: dict[str, torch.Tensor]) -> None:
         """Feed D's logits on real images to adaptive augmentation; log its ``p``."""
         if self.augment is not None:
             self.augment.observe(scores)
             logs["aug_p"] = self.augment.p.detach().float().clone()
+
+    def lecam_term(self, weight: float, real_scores: torch.Tensor, fake_scores: torch.Tensor,
+                   logs: dict[str, torch.Tensor]) -> torch.Tensor | float:
+        """``weight`` x the LeCam penalty of D's logits (0 without ``loss.lecam``); logged."""
+        if self.lecam is None:
+            return 0.0
+        reg = self.lecam(real_scores, fake_scores)
+        logs["lecam"] = reg.detach()
+        return weight * reg
 
     def phases(self) -> list[Phase]:
         """The optimizer updates of one iteration, in order."""

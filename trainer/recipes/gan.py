@@ -108,6 +108,7 @@ class GanRecipe(Recipe):
         else:
             loss = self.adv.d_loss(out_real.score, out_fake.score)
         logs["adv"] = loss.detach()
+        loss = loss + self.lecam_term(lc.lecam, out_real.score, out_fake.score, logs)
         if lc.gp > 0:
             forward = fp32(D)
             gp = gradient_penalty(lambda x: forward(x, tags).score, real, fake)

@@ -150,6 +150,7 @@ class StarGanRecipe(Recipe):
                 "d_fake": src_fake.detach().float().mean(),
                 "cls_acc": domain_accuracy(cls_real, src_labels)}
         self.observe_real(src_real, logs)
+        loss = loss + self.lecam_term(lc.lecam, src_real, src_fake, logs)
         if lc.gp > 0:
             forward = fp32(D)
             gp = gradient_penalty(lambda x: forward(x)[0], real, fake)
