@@ -433,14 +433,29 @@ def test_lecam_pulls_each_side_towards_the_other_sides_average():
 
 def test_lecam_gradient_reaches_the_scores_not_the_averages():
     """Only logits beyond the other side's average get a gradient: 2 (real - ema_fake) / n
-    for each such real logit, -2 (ema_real - fake) / n for each such fake one."""
+    for each such real logit, -2 (ema_real - fake) / n for each such fake one; the averages
+    are constants of the penalty."""
     reg = LeCam(decay=0.0)
-    real = torch.tensor([2.0, -3.0], requires_grad=True)  # ema_real -0.5, ema_fake 0.5
-    fake = torch.tensor([1.0, 0.0], requires_grad=True)
-    reg(real, fake).backward()
-    assert real.grad.tolist() == pytest.approx([2 * (2.0 - 0.5) / 2, 0.0])
-    assert fake.grad.tolist() == pytest.approx([0.0, 0.0])  # both above ema_real = -0.5
-    assert not reg.ema.requires_grad
+    real = torch.tensor([2.0, -3.0], requires_grad=True)  # ema_real -0.5
+    fake = torch.tensor([-2.0, 0.0], requires_grad=True)  # ema_fake -1.0
+    out = reg(real, fake)
+    assert out.item() == pytest.approx(lecam_by_hand([2.0, -3.0], [-2.0, 0.0], -0.5, -1.0))
+    out.backward()
+    assert real.grad.tolist() == pytest.approx([2 * (2.0 + 1.0) / 2, 0.0])
+    assert fake.grad.tolist() == pytest.approx([-2 * (-0.5 + 2.0) / 2, 0.0])
+    assert out.grad_fn is not None and reg.ema.grad is None
+
+
+def test_lecam_averages_pool_every_process(monkeypatch):
+    """Under DDP each process adds the others' sums before averaging: the averages are the
+    means over all processes' logits, the same on each (a second process simulated)."""
+    import trainer.losses as losses
+
+    other = torch.tensor([10.0, -6.0, 2.0, 2.0])  # another process: real sum, fake sum, counts
+    monkeypatch.setattr(losses, "process_sum", lambda t: t + other.to(t))
+    reg = LeCam()
+    reg(torch.tensor([1.0, 3.0]), torch.tensor([0.0, -2.0]))
+    assert reg.ema.tolist() == pytest.approx([(4.0 + 10.0) / 4, (-2.0 - 6.0) / 4, 1.0])
 
 
 def test_lecam_is_fp32_under_bf16_logits():

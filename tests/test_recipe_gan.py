@@ -365,3 +365,16 @@ def test_r1_on_mean_tags_penalises_the_score_averaged_over_every_tag():
 def test_r1_tags_is_checked():
     with pytest.raises(ConfigError, match="loss.r1_tags"):
         make("loss.r1_tags=average")
+
+
+def test_lecam_lives_in_d_only_when_set_and_its_term_is_logged():
+    """With loss.lecam D carries the averages (so its checkpoint does) and the D phase logs
+    the term; without it D's state is as before, so older checkpoints load unchanged."""
+    plain = make()
+    assert plain.lecam is None
+    assert not any("lecam" in k for k in plain.models["D"].state_dict())
+    assert "lecam" not in run_phase(plain, "D", batch())
+    r = make("loss.lecam=0.1")
+    assert "lecam.ema" in r.models["D"].state_dict()
+    logs = run_phase(r, "D", batch())
+    assert torch.isfinite(logs["lecam"]) and float(r.lecam.ema[2]) == 1

@@ -21,7 +21,8 @@ from torch import nn
 
 def process_sum(t: torch.Tensor) -> torch.Tensor:
     """``t`` summed over the process group (a copy), for code that has no accelerator:
-    D's adaptive augmentation (trainer.augment). ``t`` itself when there is no group."""
+    D's adaptive augmentation (trainer.augment) and LeCam's averages (trainer.losses).
+    ``t`` itself when there is no group."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         t = t.clone()
         dist.all_reduce(t)
