@@ -40,7 +40,7 @@ def accelerate_launch(args: list[str], precision: str) -> subprocess.CompletedPr
 @pytest.mark.parametrize("preset, precision, extra", [
     ("wgan_gp_avatars", "bf16", []),
     ("cgan_avatars", "no", []),
-    ("cgan_avatars_long", "bf16", ["loss.lecam=0.1"]),  # ADA, R1, LeCam: process-wide means
+    ("cgan_avatars_long", "bf16", ["loss.lecam=0.1"]),  # ADA, R1, LeCam
 ])
 def test_two_process_ranks_agree(avatar_dir, tmp_path, preset, precision, extra):
     run = tmp_path / preset

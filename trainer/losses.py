@@ -194,14 +194,6 @@ class LeCam(nn.Module):
         return F.relu(real - ema_fake).square().mean() + F.relu(ema_real - fake).square().mean()
 
 
-def lecam_of(D: nn.Module) -> LeCam | None:
-    """The ``LeCam`` state a (possibly wrapped) discriminator carries, or None."""
-    for m in D.modules():
-        if isinstance(m, LeCam):
-            return m
-    return None
-
-
 def matching_aware_d_loss(
     adv: AdversarialLoss,
     real_right: torch.Tensor,  # scores of (real image, its tags)

@@ -13,7 +13,7 @@ from torch import nn
 
 from trainer.augment import augment_of
 from trainer.config import ConfigError, OptimConfig, TrainConfig
-from trainer.losses import LeCam, lecam_of, r1_penalty
+from trainer.losses import LeCam, r1_penalty
 from trainer.recipes.base import Batch, Phase, Recipe, StepResult
 
 
@@ -67,11 +67,11 @@ def set_pair(recipe: Recipe, G: nn.Module, D: nn.Module, cfg: TrainConfig) -> No
     ``loss.lecam`` adds a ``LeCam`` module to D (buffers only), so its averages are saved
     and resumed with D's weights.
     """
-    if cfg.loss.lecam > 0:
-        D.lecam = LeCam(cfg.loss.lecam_decay)
+    recipe.lecam = LeCam(cfg.loss.lecam_decay) if cfg.loss.lecam > 0 else None
+    if recipe.lecam is not None:
+        D.lecam = recipe.lecam
     recipe.models = {"G": G, "D": D}
     recipe.augment = augment_of(D)
-    recipe.lecam = lecam_of(D)
     recipe.optimizers = {"G": build_optimizer(G.parameters(), cfg.g_optim),
                          "D": build_optimizer(D.parameters(), cfg.d_optim)}
 
