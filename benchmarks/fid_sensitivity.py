@@ -16,11 +16,24 @@ the rows whose name contains TEXT. Each row
 also shows the grain ratio (mean |Laplacian| over the real images', as the
 evaluation reports it), so a generator's grain can be read against the FID that
 noise alone costs on this data.
+
+``--parts-of RUN`` (an avatar run that ``trainer.evaluate`` has scored) adds rows that
+separate what a generator draws from how it draws it: sample B drawn again by the avatar
+renderer with its parts (hair style, mouth, eyebrows, skin, glasses, background)
+redrawn at the frequencies that the evaluation's part judge read in the run's samples,
+one part at a time and all together. Each part is drawn independently, as the data
+draws them; the tags, seeds and other parts stay as they were. Such a row is roughly
+the FID of a generator that draws every face perfectly but has the run's part
+frequencies: only the six parts' marginals are matched, and they are the judge's
+readings. Two control rows come with them: sample B rendered again unchanged (it should
+read the floor), and all parts redrawn at the frequencies the judge read in real images
+(what the judge's own misreadings cost).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from collections.abc import Callable
@@ -118,6 +131,90 @@ DEGRADATIONS: dict[str, Degrade] = {
 }
 
 
+Histograms = dict[str, list[int]]  # part name -> count per class, in PART_CHOICES order
+
+
+def _histograms(parts: dict, key: str, where: str) -> Histograms:
+    from trainer.data.avatars import PART_CHOICES
+    from trainer.evaluate.classifier import AVATAR_PARTS
+
+    out: Histograms = {}
+    for p in AVATAR_PARTS:
+        entry = parts.get(p)
+        if entry is None:
+            continue
+        hist = entry.get(key) if isinstance(entry, dict) else None
+        if (not isinstance(hist, list) or len(hist) != len(PART_CHOICES[p])
+                or not all(isinstance(c, int) and c >= 0 for c in hist)):
+            raise SystemExit(f"error: --parts-of {where}: modes.parts.{p}.{key} should be "
+                             f"{len(PART_CHOICES[p])} counts >= 0, one per class")
+        if sum(hist) == 0:
+            raise SystemExit(f"error: --parts-of {where}: modes.parts.{p}.{key} is all zero")
+        out[p] = hist
+    return out
+
+
+def part_frequencies(run: Path) -> tuple[Histograms, Histograms]:
+    """The part histograms that the evaluation of ``run`` (a run folder or its
+    metrics.json) read: in the generated images, and in its real sample."""
+    if not run.exists():
+        raise SystemExit(f"error: --parts-of {run}: no such run folder or file")
+    path = run / "eval" / "metrics.json" if run.is_dir() else run
+    if not path.is_file():
+        raise SystemExit(f"error: --parts-of {run}: no {path}; score the run first with "
+                         f"`python -m trainer.evaluate --run {run}`")
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SystemExit(f"error: --parts-of {run}: cannot read {path} as JSON: {e}") from None
+    modes = metrics.get("modes") if isinstance(metrics, dict) else None
+    parts = modes.get("parts") if isinstance(modes, dict) else None
+    fake = _histograms(parts, "hist_fake", str(path)) if isinstance(parts, dict) else {}
+    if not fake:
+        raise SystemExit(f"error: --parts-of {run}: {path} has no part histograms (only "
+                         f"avatar data with meta.jsonl gets them)")
+    return fake, _histograms(parts, "hist_real", str(path))  # type: ignore[arg-type]
+
+
+def run_label(run: Path) -> str:
+    """The run's name for row labels: its folder, also when given its eval/metrics.json."""
+    if run.is_file() and run.parent.name == "eval":
+        return run.parent.parent.name
+    return run.name if run.is_dir() else run.stem
+
+
+def part_changes(n: int, freqs: Histograms, which: list[str],
+                 seed: int) -> list[dict[str, str | None]]:
+    """For each of ``n`` avatars, a new value of every part in ``which``, drawn at
+    ``freqs`` (independently per avatar and part)."""
+    import numpy as np
+
+    from trainer.data.avatars import PART_CHOICES
+
+    rng = np.random.default_rng(seed)
+    draws = {}
+    for p in which:
+        w = np.asarray(freqs[p], dtype=float)
+        draws[p] = rng.choice(len(w), size=n, p=w / w.sum())
+    return [{p: PART_CHOICES[p][int(draws[p][i])] for p in which} for i in range(n)]
+
+
+PartRow = tuple[list[str], Histograms]  # the parts a row redraws, and their frequencies
+
+
+def part_rows(fake: Histograms, real: Histograms, label: str) -> dict[str, PartRow]:
+    """Row name -> (parts redrawn, frequencies): first sample B rendered again unchanged
+    (a control: the floor, if the renderer draws the data's bytes), each judged part alone
+    and all together at the generated frequencies, then all at the frequencies the judge
+    read in real images (what the judge's own misreadings cost)."""
+    rows: dict[str, PartRow] = {f"{label}: none (rendered again)": ([], {})}
+    rows.update({f"{label}: {p} only": ([p], fake) for p in fake})
+    rows[f"{label}: all parts"] = (list(fake), fake)
+    if set(real) == set(fake):
+        rows[f"{label}: all parts as the judge reads real images"] = (list(real), real)
+    return rows
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.fid_sensitivity", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -130,23 +227,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", metavar="OUT", help="write the results as JSON")
     p.add_argument("--only", action="append", metavar="TEXT",
                    help="only the rows whose name contains TEXT (repeatable; default all)")
+    p.add_argument("--parts-of", type=Path, metavar="RUN",
+                   help="add rows of sample B redrawn with the part frequencies that "
+                        "trainer.evaluate read in RUN's samples (avatar data only)")
     p.add_argument("--tiny", action="store_true", help="64 rendered avatars, n = 16 (CI)")
     return p.parse_args(argv)
 
 
-def selected(only: list[str] | None) -> list[str]:
-    """The rows whose name contains one of ``only`` (every row if None or empty)."""
-    return [name for name in DEGRADATIONS if not only or any(t in name for t in only)]
+def selected(only: list[str] | None, names: list[str] | None = None) -> list[str]:
+    """The rows (of ``names``, default the degradations) whose name contains one of
+    ``only`` (every row if None or empty)."""
+    return [name for name in names or DEGRADATIONS
+            if not only or any(t in name for t in only)]
 
 
 def measure(dataset: object, n: int, seed: int, resize: str, cache_dir: Path,
-            names: list[str] | None = None) -> list[dict]:
-    """One row per degradation in ``names`` (default all): FID and KID against sample A,
-    and the grain ratio."""
+            names: list[str] | None = None, parts: dict[str, PartRow] | None = None,
+            records: list[dict] | None = None) -> list[dict]:
+    """One row per name in ``names`` (default every degradation): FID and KID against
+    sample A, and the grain ratio. A name in ``parts`` (``part_rows``) draws sample B again
+    from its avatar ``records`` with those parts redrawn."""
     from trainer.evaluate.diversity import grain
     from trainer.evaluate.fid import extract_features, fid_from_features, real_features_cached
     from trainer.evaluate.gan_metrics import real_sample_cache
     from trainer.evaluate.sampling import real_batches, sample_indices
+    from trainer.evaluate.stargan_metrics import ground_truth
 
     images = dataset.images  # type: ignore[attr-defined]
     idx = sample_indices(len(images), 2 * n, seed)  # as trainer.evaluate: A first, then B
@@ -160,7 +265,13 @@ def measure(dataset: object, n: int, seed: int, resize: str, cache_dir: Path,
     g0 = grain(b)
     rows = []
     for name in names or list(DEGRADATIONS):
-        x = DEGRADATIONS[name](b, torch.Generator().manual_seed(seed))
+        if parts and name in parts:
+            which, freqs = parts[name]
+            chosen = [records[int(i)] for i in idx[n:]]  # type: ignore[index]
+            x = ground_truth(chosen, part_changes(len(chosen), freqs, which, seed),
+                             images.shape[-1])
+        else:
+            x = DEGRADATIONS[name](b, torch.Generator().manual_seed(seed))
         res = fid_from_features(feats_a, extract_features(x.split(64), resize))  # type: ignore[arg-type]
         rows.append({"degradation": name, "fid": res["fid"], "kid": res["kid"],
                      "grain_ratio": grain(x) / g0 if g0 > 0 else float("nan"),
@@ -180,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json,
     )
     from trainer.data import load_dataset
+    from trainer.evaluate.classifier import avatar_records
     from trainer.evaluate.pipeline import eval_cache_dir
 
     args = parse_args(argv)
@@ -193,11 +305,22 @@ def main(argv: list[str] | None = None) -> int:
                              f"`tagface data avatars --out {data}`)")
         dataset = load_dataset(data, size=size)
         machine = machine_info()
-        names = selected(args.only)
+        parts: dict[str, PartRow] = {}
+        records = None
+        if args.parts_of:
+            parts = part_rows(*part_frequencies(args.parts_of),
+                              f"parts as in {run_label(args.parts_of)}")
+            records = avatar_records(dataset)
+            if records is None:
+                raise SystemExit(f"error: --parts-of needs an avatar dataset with its "
+                                 f"meta.jsonl; {data} has none")
+        every = [*DEGRADATIONS, *parts]
+        names = selected(args.only, every)
         if not names:
             raise SystemExit(f"error: --only {args.only}: no row matches; the rows are: "
-                             f"{'; '.join(DEGRADATIONS)}")
-        rows = measure(dataset, n, args.seed, args.resize, eval_cache_dir(cache), names)
+                             f"{'; '.join(every)}")
+        rows = measure(dataset, n, args.seed, args.resize, eval_cache_dir(cache), names,
+                       parts, records)
         finish_machine(machine)
         print()
         print(machine_line(machine))
@@ -207,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"{r['grain_ratio']:.2f}"] for r in rows]))
         if args.json:
             settings = {"data": str(data), "n": n, "size": size, "resize": args.resize,
-                        "seed": args.seed, "tiny": args.tiny}
+                        "seed": args.seed, "tiny": args.tiny,
+                        "parts_of": str(args.parts_of) if args.parts_of else None}
             write_json(args.json, {"benchmark": "fid_sensitivity", "machine": machine,
                                    "results": rows, "settings": settings})
     return 0

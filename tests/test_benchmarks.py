@@ -198,3 +198,128 @@ def test_palette_picks_tiny(tmp_path: Path) -> None:
     # an untrained G mixes its colours to a near-flat grey; a pick paints one per pixel
     assert rows["soft"]["grain_ratio"] < rows["hard"]["grain_ratio"]
     assert rows["vote"]["grain_ratio"] < rows["hard"]["grain_ratio"]  # the vote removes specks
+
+
+def _part_heads() -> list:
+    from trainer.data.avatars import PART_CHOICES
+    from trainer.evaluate.classifier import AVATAR_PARTS, Head
+
+    return [Head(p, tuple("none" if c is None else str(c) for c in PART_CHOICES[p]), "part")
+            for p in AVATAR_PARTS]
+
+
+def _scored_run(run: Path, pred_fake, pred_real) -> Path:
+    """A run folder whose eval/metrics.json holds what trainer.evaluate writes for these
+    part predictions ([N, 6] class indices, AVATAR_PARTS order)."""
+    from trainer.evaluate.diversity import part_modes
+
+    (run / "eval").mkdir(parents=True)
+    modes = part_modes(_part_heads(), pred_fake, pred_real)
+    (run / "eval" / "metrics.json").write_text(json.dumps({"modes": modes}))
+    return run
+
+
+def test_part_frequencies_map_the_judges_classes_to_the_renderers_parts(
+        tmp_path: Path) -> None:
+    import torch
+
+    from benchmarks.fid_sensitivity import part_changes, part_frequencies, run_label
+    from trainer.data.avatars import MOUTHS, SKINS
+
+    pred_fake = torch.zeros(8, 6, dtype=torch.long)  # class 0 everywhere: glasses "none"
+    pred_fake[:, 1] = 7  # mouth variant08
+    pred_fake[:6, 3] = 1  # skin: 6 x the second tone, 2 x the first
+    pred_real = torch.arange(8)[:, None].repeat(1, 6) % torch.tensor([42, 30, 15, 4, 5, 6])
+    run = _scored_run(tmp_path / "R", pred_fake, pred_real)
+    fake, real = part_frequencies(run)
+    assert list(fake) == ["hair_style", "mouth", "eyebrows", "skin", "glasses", "background"]
+    assert fake["skin"] == [2, 6, 0, 0] and real["skin"] == [2, 2, 2, 2]
+    changes = part_changes(4000, fake, ["mouth", "skin", "glasses"], seed=0)
+    assert {c["mouth"] for c in changes} == {MOUTHS[7]}  # zero frequency: never drawn
+    assert {c["glasses"] for c in changes} == {None}  # the judge's "none" is no glasses
+    second = sum(c["skin"] == SKINS[1] for c in changes) / len(changes)
+    assert abs(second - 0.75) < 0.03 and {c["skin"] for c in changes} == set(SKINS[:2])
+    assert part_changes(5, fake, ["skin"], seed=1) == part_changes(5, fake, ["skin"], seed=1)
+    assert run_label(run) == "R" and run_label(run / "eval" / "metrics.json") == "R"
+
+
+def test_part_rows_put_a_control_before_the_parts_and_the_judges_own_reading_after() -> None:
+    from benchmarks.fid_sensitivity import part_rows
+
+    fake, real = {"mouth": [1] * 30, "skin": [0, 0, 0, 1]}, {"mouth": [2] * 30, "skin": [1] * 4}
+    rows = part_rows(fake, real, "parts as in R")
+    assert list(rows) == ["parts as in R: none (rendered again)", "parts as in R: mouth only",
+                          "parts as in R: skin only", "parts as in R: all parts",
+                          "parts as in R: all parts as the judge reads real images"]
+    assert rows["parts as in R: none (rendered again)"] == ([], {})
+    assert rows["parts as in R: skin only"] == (["skin"], fake)
+    assert rows["parts as in R: all parts as the judge reads real images"] == (
+        ["mouth", "skin"], real)
+
+
+def test_part_frequencies_name_the_file_and_what_is_wrong(tmp_path: Path) -> None:
+    from benchmarks.fid_sensitivity import part_frequencies
+
+    with pytest.raises(SystemExit, match="no such run folder or file"):
+        part_frequencies(tmp_path / "typo")
+    (tmp_path / "R").mkdir()
+    with pytest.raises(SystemExit, match="score the run first"):
+        part_frequencies(tmp_path / "R")
+    bad = tmp_path / "metrics.json"
+    for text, message in [
+            ("{not json", "cannot read .*metrics.json as JSON"),
+            (json.dumps({"fid": {"fid": 1.0}}), "has no part histograms"),
+            (json.dumps([1, 2]), "has no part histograms"),
+            (json.dumps({"modes": {"parts": {"skin": {"hist_fake": [1, 2, 3]}}}}),
+             r"modes.parts.skin.hist_fake should be 4 counts >= 0"),
+            (json.dumps({"modes": {"parts": {"skin": {"hist_fake": [1, -2, 3, 4]}}}}),
+             r"modes.parts.skin.hist_fake should be 4 counts >= 0"),
+            (json.dumps({"modes": {"parts": {"skin": {"hist_fake": [0, 0, 0, 0]}}}}),
+             r"modes.parts.skin.hist_fake is all zero")]:
+        bad.write_text(text)
+        with pytest.raises(SystemExit, match=message):
+            part_frequencies(bad)
+
+
+def test_ground_truth_draws_each_avatar_with_its_own_change(tmp_path: Path) -> None:
+    import io
+
+    import torch
+
+    from benchmarks.common import tiny_avatars
+    from trainer.data import load_dataset
+    from trainer.data.avatars import MOUTHS, rerender
+    from trainer.data.transforms import load_image
+    from trainer.evaluate.classifier import avatar_records
+    from trainer.evaluate.stargan_metrics import ground_truth
+
+    ds = load_dataset(tiny_avatars(tmp_path / "avatars", 6, 32), size=32)
+    records = [avatar_records(ds)[i] for i in (4, 1, 3)]
+    same = ground_truth(records, [{}, {}, {}], 32)
+    assert torch.equal(same, ds.images[torch.tensor([4, 1, 3])])  # the data's own pixels
+    changes = [{"mouth": MOUTHS[11]}, {}, {"mouth": MOUTHS[2], "glasses": None}]
+    x = ground_truth(records, changes, 32)
+    for row, r, c in zip(x, records, changes, strict=True):
+        assert torch.equal(row, torch.from_numpy(load_image(io.BytesIO(rerender(r, **c)), 32)))
+    assert torch.equal(x[1], same[1])
+    with pytest.raises(ValueError, match="2 changes for 3 avatars"):
+        ground_truth(records, [{}, {}], 32)
+
+
+def test_fid_sensitivity_parts_of_a_run_tiny(tmp_path: Path) -> None:
+    import torch
+
+    pred = torch.zeros(16, 6, dtype=torch.long)
+    pred[:, 3] = 3  # every face the darkest skin
+    run = _scored_run(tmp_path / "R", pred, torch.arange(16)[:, None].repeat(1, 6) % 4)
+    report = run_tiny("fid_sensitivity", tmp_path, "--parts-of", str(run),
+                      "--only", "none", "--only", "skin")
+    assert report["settings"]["parts_of"] == str(run)
+    rows = {r["degradation"]: r for r in report["results"]}
+    assert list(rows) == ["none (real vs real)", "parts as in R: none (rendered again)",
+                          "parts as in R: skin only"]
+    for r in rows.values():
+        assert math.isfinite(r["fid"]) and r["fid"] >= 0 and r["n_b"] == 16
+    # drawn again unchanged, sample B is the data's own pixels: the same FID to the bit
+    assert rows["parts as in R: none (rendered again)"]["fid"] == rows["none (real vs real)"]["fid"]
+    assert rows["parts as in R: skin only"]["fid"] != rows["none (real vs real)"]["fid"]

@@ -72,14 +72,18 @@ def domain_classes(classifier: TagClassifier, domains: object, vectors: torch.Te
     return torch.stack(cols, 1) if cols else torch.zeros(len(vectors), 0, dtype=torch.long)
 
 
-def ground_truth(records: list[dict], change: dict[str, str], size: int) -> torch.Tensor:
-    """uint8 [N, 3, size, size]: the avatars re-rendered with ``change``, decoded as the
-    dataset pipeline does (trainer.data.transforms.load_image)."""
+def ground_truth(records: list[dict], change: dict[str, str | None] | list[dict[str, str | None]],
+                 size: int) -> torch.Tensor:
+    """uint8 [N, 3, size, size]: the avatars re-rendered with ``change`` (one for all, or one
+    per record), decoded as the dataset pipeline does (trainer.data.transforms.load_image)."""
     from trainer.data.avatars import rerender
     from trainer.data.transforms import load_image
 
-    return torch.stack([torch.from_numpy(load_image(io.BytesIO(rerender(r, **change)), size))
-                        for r in records])
+    changes = change if isinstance(change, list) else [change] * len(records)
+    if len(changes) != len(records):
+        raise ValueError(f"{len(changes)} changes for {len(records)} avatars")
+    return torch.stack([torch.from_numpy(load_image(io.BytesIO(rerender(r, **c)), size))
+                        for r, c in zip(records, changes, strict=True)])
 
 
 def l1_psnr(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
