@@ -263,11 +263,11 @@ def measure(dataset: object, n: int, seed: int, resize: str, cache_dir: Path,
                                    resize)  # type: ignore[arg-type]
     b = images[idx[n:]].contiguous()
     g0 = grain(b)
+    chosen = [records[int(i)] for i in idx[n:]] if parts and records else []  # sample B's
     rows = []
     for name in names or list(DEGRADATIONS):
         if parts and name in parts:
             which, freqs = parts[name]
-            chosen = [records[int(i)] for i in idx[n:]]  # type: ignore[index]
             x = ground_truth(chosen, part_changes(len(chosen), freqs, which, seed),
                              images.shape[-1])
         else:
