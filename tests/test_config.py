@@ -54,6 +54,9 @@ def test_bad_type_is_named():
     ("loss.wrong_tags=nearest", "loss.wrong_tags"),
     ("loss.lecam=-0.1", "loss.lecam"),
     ("loss.lecam_decay=1", "loss.lecam_decay"),
+    ("loss.topk_nu=0", "loss.topk_nu"),
+    ("loss.topk_gamma=1.5", "loss.topk_gamma"),
+    ("loss.topk_by=worst", "loss.topk_by"),
 ])
 def test_bad_value_is_named(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -108,6 +111,7 @@ def test_unquoted_no_means_no(tmp_path):
     ("stargan_avatars", "loss.tv=0.5", r"loss\.tv=0\.5"),
     ("stargan_avatars", "loss.mode_seeking=1.0", r"loss\.mode_seeking=1\.0"),
     ("stargan_avatars", "loss.l1=1.0", r"loss\.l1=1\.0"),
+    ("stargan_avatars", "loss.topk_nu=0.5", r"loss\.topk_nu=0\.5"),
     ("cgan_avatars", "loss.lambda_rec=5.0", r"loss\.lambda_rec=5\.0"),
     ("stargan_avatars", "loss.wrong_tags=one_group", r"loss\.wrong_tags=one_group"),
     ("cgan_avatars", "loss.cls_pos_weight.Eyeglasses=4", r"loss\.cls_pos_weight=\{'Eyeglasses': 4\.0\}"),

@@ -19,6 +19,7 @@ from trainer.losses import (
     matching_aware_d_loss,
     mode_seeking_loss,
     r1_penalty,
+    topk_count,
     total_variation,
     tv_excess_loss,
     wrong_tags,
@@ -462,3 +463,12 @@ def test_lecam_is_fp32_under_bf16_logits():
     reg = LeCam()
     out = reg(torch.tensor(REAL, dtype=torch.bfloat16), torch.tensor(FAKE, dtype=torch.bfloat16))
     assert out.dtype == torch.float32 and reg.ema.dtype == torch.float32
+
+
+def test_topk_count_decays_per_epoch_to_its_floor():
+    """StudioGAN's schedule: batch x gamma^epoch, never below nu x batch, at least one."""
+    assert [topk_count(16, e, 0.93, 0.75) for e in range(6)] == [16, 14, 13, 12, 12, 12]
+    assert topk_count(16, 50, 1.0, 0.5) == 16  # gamma 1: no decay
+    assert topk_count(16, 50, 0.5, 1.0) == 16  # nu 1: off
+    assert topk_count(4, 10, 0.5, 0.01) == 1
+    assert topk_count(100, 50, 0.5, 0.58) == 58  # 0.58 x 100 is 57.999... in floats

@@ -378,3 +378,44 @@ def test_lecam_lives_in_d_only_when_set_and_its_term_is_logged():
     assert "lecam.ema" in r.models["D"].state_dict()
     logs = run_phase(r, "D", batch())
     assert torch.isfinite(logs["lecam"]) and float(r.lecam.ema[2]) == 1
+
+
+def _g_loss_by_hand(recipe: GanRecipe, data, k: int, rank_tags) -> float:
+    """G's non-saturating loss on the k fakes ranked highest by D under ``rank_tags``."""
+    G, D = recipe.models["G"], recipe.models["D"]
+    tags = data["labels"].float()
+    with torch.no_grad():
+        fake = G(torch.randn(tags.shape[0], recipe.cfg.model.z_dim), tags)
+        score = D(fake, tags).score
+        rank = score if rank_tags is None else D(fake, rank_tags(tags)).score
+    keep = rank.topk(k).indices
+    return recipe.adv.g_loss(score[keep]).item()
+
+
+@pytest.mark.parametrize("by", ["score", "realness"])
+def test_topk_g_loss_keeps_the_fakes_d_ranks_highest(by):
+    """From the first epoch on, G's adversarial loss is the mean over the k fakes that D ranks
+    highest: by their score (StudioGAN) or by the score with each group's tags averaged."""
+    r = make("model.cond=projection", "loss.matching_aware=true", "loss.topk_nu=0.5",
+             "loss.topk_gamma=0.5", f"loss.topk_by={by}")
+    data = batch(8, seed=3)
+    rank_tags = None if by == "score" else (lambda t: mean_tags(r.group_sizes, t))
+    for epoch, k in ((0, 8), (1, 4), (5, 4)):
+        r.epoch = epoch
+        torch.manual_seed(0)
+        _, logs = r.g_step(data)
+        torch.manual_seed(0)
+        assert logs["adv"].item() == pytest.approx(_g_loss_by_hand(r, data, k, rank_tags),
+                                                   rel=1e-5)
+        assert ("topk" in logs) == (k < 8) and float(logs.get("topk", 8)) == k
+    # the two rankings pick different fakes here, so each branch is the one measured
+    by_score = (torch.manual_seed(0), _g_loss_by_hand(r, data, 4, None))[1]
+    by_realness = (torch.manual_seed(0),
+                   _g_loss_by_hand(r, data, 4, lambda t: mean_tags(r.group_sizes, t)))[1]
+    assert by_score != pytest.approx(by_realness, rel=1e-4)
+
+
+def test_topk_by_realness_needs_a_projection_head():
+    with pytest.raises(ConfigError, match="loss.topk_by=realness.*projection"):
+        make("model.cond=dense", "loss.topk_by=realness")
+    make("model.cond=projection_acgan", "loss.topk_by=realness")  # accepted

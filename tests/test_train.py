@@ -121,12 +121,18 @@ ADA = ["--config", "cgan_avatars", "aug.policy=translation,cutout", "aug.target=
        "aug.interval=3", "aug.kimg=0.2", "loss.lecam=0.05"]
 
 
-@pytest.mark.parametrize("setup", [["--config", "wgan_gp_avatars", "g_every=2"], ADA],
-                         ids=["wgan_gp", "ada"])
+# top-k G updates whose k halves every data epoch of 3 batches (96 avatars, batch 32): the
+# stop at step 4 falls inside epoch 1, so k must come back from the resumed data position
+TOPK = ["--config", "cgan_avatars", "loss.topk_nu=0.25", "loss.topk_gamma=0.5"]
+
+
+@pytest.mark.parametrize("setup", [["--config", "wgan_gp_avatars", "g_every=2"], ADA, TOPK],
+                         ids=["wgan_gp", "ada", "topk"])
 def test_resume_equals_uninterrupted(avatar_dir, tmp_path, setup):
     """8 steps straight == 4 steps, stop, resume to 8: identical weights, EMA and optimizer
     (and ADA's probability, adjusted across the stop)."""
-    common = [*setup, f"data.path={avatar_dir}", *TINY, "ckpt_every=4"]
+    common = [*setup, f"data.path={avatar_dir}", *TINY, "ckpt_every=4",
+              *(["batch_size=32"] if setup is TOPK else [])]
     a, b = tmp_path / "a", tmp_path / "b"
     assert run_train([*common, "--run-dir", str(a), "steps=8"]).returncode == 0
     assert run_train([*common, "--run-dir", str(b), "steps=4"]).returncode == 0
@@ -144,6 +150,11 @@ def test_resume_equals_uninterrupted(avatar_dir, tmp_path, setup):
         assert len(p) == 1 and float(p[0]) > 0
         lecam = [v for k, v in d_state.items() if k.endswith("lecam.ema")]
         assert len(lecam) == 1 and float(lecam[0][2]) == 8  # one update per D step
+    if setup is TOPK:  # k per logged row (2 steps): 32 (epoch 0, not logged), 16, 16, 8
+        for run in (a, b):
+            rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+            k = {r["step"]: r.get("G/topk") for r in rows if "step" in r}
+            assert [k[s] for s in (2, 4, 6, 8)] == [None, 16, 16, 8], k
     opt_a = torch.load(ca / "optimizer.bin", weights_only=True)
     opt_b = torch.load(cb / "optimizer.bin", weights_only=True)
     for k, st in opt_a["state"].items():

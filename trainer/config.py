@@ -113,6 +113,13 @@ class LossConfig:
     lecam: float = 0.0  # LeCam (Tseng et al. 2021): weight of the pull of D's logits towards
     #                     the other side's moving average (0 = off; trainer.losses.LeCam)
     lecam_decay: float = 0.99  # decay of those moving averages
+    topk_nu: float = 1.0  # top-k G updates (Sinha et al. 2020; StudioGAN's apply_topk): G's
+    #                       loss keeps the k fakes D scores highest, k = batch x
+    #                       topk_gamma^epoch, never below topk_nu x batch (1 = off: all kept)
+    topk_gamma: float = 0.99  # decay of k per data epoch
+    topk_by: str = "score"  # rank the fakes by D's score with their tags (score) or with
+    #                         each group's tags averaged (realness: a projection D's score
+    #                         apart from the tags, so fakes with the wrong colours still train)
 
 
 @dataclass
@@ -189,7 +196,8 @@ def choices() -> dict[str, tuple[str, ...]]:
     return {**family_choices(), "data.format": ("auto", *FORMATS),
             "loss.adv": tuple(ADVERSARIAL), "g_optim.name": tuple(OPTIMIZERS),
             "d_optim.name": tuple(OPTIMIZERS), "mixed_precision": ("auto", *CHOICES),
-            "loss.wrong_tags": tuple(WRONG_TAGS), "loss.r1_tags": ("right", "mean")}
+            "loss.wrong_tags": tuple(WRONG_TAGS), "loss.r1_tags": ("right", "mean"),
+            "loss.topk_by": ("score", "realness")}
 
 
 class _Choices(Mapping):
@@ -347,6 +355,10 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key}={list(betas)}: expected two numbers in [0, 1)")
     if not 0.0 <= cfg.loss.lecam_decay < 1.0:
         raise ConfigError(f"loss.lecam_decay={cfg.loss.lecam_decay}: expected 0 <= decay < 1")
+    for key in ("loss.topk_nu", "loss.topk_gamma"):
+        if not 0.0 < _get(cfg, key) <= 1.0:
+            raise ConfigError(f"{key}={_get(cfg, key)}: expected a fraction in (0, 1] (1 = "
+                              f"{'off' if key == 'loss.topk_nu' else 'no decay'})")
     if not 0.0 <= cfg.model.d_dropout < 1.0:
         raise ConfigError(f"model.d_dropout={cfg.model.d_dropout}: expected 0 <= p < 1")
     for key in ("loss.gp", "loss.clip", "loss.lambda_cls", "loss.d_cls_scale",
@@ -404,6 +416,11 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"data.size={cfg.data.size}: model.arch=resnet supports 32, 64, 128")
     from trainer.models.conditional import HEADS
 
+    if cfg.loss.topk_by == "realness" and cfg.model.cond not in ("projection",
+                                                                 "projection_acgan"):
+        raise ConfigError(f"loss.topk_by=realness ranks fakes by a projection D's score apart "
+                          f"from the tags: it needs model.cond=projection or projection_acgan "
+                          f"(got {cfg.model.cond!r}; use loss.topk_by=score)")
     if cfg.loss.matching_aware and not HEADS[cfg.model.cond].scores_tags:
         scoring = ", ".join(name for name, head in HEADS.items() if head.scores_tags)
         raise ConfigError(f"loss.matching_aware needs a conditional D (model.cond is "

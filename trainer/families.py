@@ -196,7 +196,7 @@ def _stargan_recipe(cfg: TrainConfig, labels: Labels, image_size: int) -> Recipe
 _SHARED_LOSS = ("adv", "gp", "r1", "r1_every", "lecam", "lecam_decay")
 _GAN_LOSS = (*_SHARED_LOSS, "clip", "matching_aware", "wrong_weight", "wrong_tags", "aux",
              "l1", "feature_matching", "mode_seeking", "mode_seeking_pool", "tv", "joint_batch",
-             "r1_tags")
+             "r1_tags", "topk_nu", "topk_gamma", "topk_by")
 _STARGAN_LOSS = (*_SHARED_LOSS, "lambda_cls", "d_cls_scale", "lambda_rec", "lambda_id",
                  "lambda_mask", "lambda_mask_tv", "lambda_change", "targets", "cls_pos_weight",
                  "g_cls_pos_weight")

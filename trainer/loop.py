@@ -174,6 +174,7 @@ class Trainer:
         """One iteration: every phase due at this step, each repeat on a new batch."""
         st = self.state
         self.lr.apply(st.step)
+        self.recipe.epoch = self.data.epoch(st.consumed)  # for schedules by epoch (top-k)
         first = next(batches)
         for phase in self.phases:
             if st.step % phase.every:

@@ -446,6 +446,18 @@ def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tens
     return (real_features.detach().float().mean(0) - fake_features.float().mean(0)).square().mean()
 
 
+def topk_count(batch: int, epoch: int, gamma: float, nu: float) -> int:
+    """Top-k training (Sinha et al. 2020): how many of G's ``batch`` fakes its loss keeps.
+
+    StudioGAN's schedule: ``batch x gamma^epoch`` in data epoch ``epoch``, never fewer than
+    ``nu x batch`` (rounded down, as StudioGAN's ``int``), and at least one. G then learns
+    from the fakes D already finds most real; the worst, whose gradients point anywhere,
+    are left out.
+    """
+    k = max(batch * gamma ** epoch, nu * batch)
+    return max(1, min(batch, int(k + 1e-6)))  # 1e-6: 0.58 x 100 is 57.999... in floats
+
+
 def mode_seeking_loss(fake_a: torch.Tensor, fake_b: torch.Tensor, z_a: torch.Tensor,
                       z_b: torch.Tensor, eps: float = 1e-5, pool: int = 1) -> torch.Tensor:
     """MSGAN (Mao et al. 2019): 1 / (mean|G(z_a, c) - G(z_b, c)| / mean|z_a - z_b| + eps).

@@ -85,6 +85,10 @@ class StepLoader:
             # RNG, or a resumed run would see different noise than an uninterrupted one.
             generator=torch.Generator().manual_seed(seed))
 
+    def epoch(self, consumed: int) -> int:
+        """The data epoch (0, 1, ...) that this process's batch ``consumed`` belongs to."""
+        return consumed * self.acc.num_processes // self.sampler.per_epoch
+
     def batches(self, consumed: int) -> Iterator[dict[str, torch.Tensor]]:
         """Model-input batches from this process's batch ``consumed`` on, forever."""
         self.sampler.start = consumed * self.acc.num_processes

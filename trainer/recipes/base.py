@@ -45,6 +45,8 @@ class Recipe:
     strip_cols: int = 4  # grid columns per frame of progress.png (0: whole rows)
     augment = None  # D's trainer.augment.Augment, if aug.policy is set
     lecam = None  # D's trainer.losses.LeCam, if loss.lecam is set
+    epoch = 0  # the data epoch of the iteration being run; the loop sets it (from the
+    #            resumed data position too), so a schedule by epoch resumes exactly
 
     def observe_real(self, scores: torch.Tensor, logs: dict[str, torch.Tensor]) -> None:
         """Feed D's logits on real images to adaptive augmentation; log its ``p``."""

@@ -38,6 +38,7 @@ from trainer.losses import (
     l1_loss,
     matching_aware_d_loss,
     mode_seeking_loss,
+    topk_count,
     tv_excess_loss,
 )
 from trainer.models import build_discriminator, build_generator, is_conditional
@@ -147,14 +148,27 @@ class GanRecipe(Recipe):
             real, labels, tags = real[idx], labels[idx], tags[idx]
         z = self._noise(real.shape[0], real)
         fake = G(z, tags)
+        b = real.shape[0]
+        k = topk_count(b, self.epoch, lc.topk_gamma, lc.topk_nu) if lc.topk_nu < 1 else b
+        # loss.topk_by=realness ranks by the score under every group's tags averaged,
+        # which D's head gives beside the score as if they were wrong tags (no trunk pass)
+        rank_tags = (mean_tags(self.group_sizes, tags)
+                     if k < b and lc.topk_by == "realness" else None)
         with frozen(D):
             if lc.joint_batch:  # as in the D phase: the fakes share a BatchNorm batch with reals
-                out = D(torch.cat([real, fake]), _cat(tags, tags)).split(real.shape[0])[1]
+                out = D(torch.cat([real, fake]), _cat(tags, tags),
+                        _cat(rank_tags, rank_tags)).split(b)[1]
             else:
-                out = D(fake, tags)
-        loss = self.adv.g_loss(out.score)
+                out = D(fake, tags, rank_tags)
+        scores = out.score
+        if k < b:  # top-k: G's adversarial loss on the k fakes ranked highest
+            rank = out.score if out.score_wrong is None else out.score_wrong
+            scores = scores[rank.detach().float().topk(k).indices]
+        loss = self.adv.g_loss(scores)
         logs: dict[str, torch.Tensor] = {"adv": loss.detach(),
                                          "d_fake": out.score.detach().float().mean()}
+        if k < b:
+            logs["topk"] = out.score.new_tensor(float(k)).float()
         if out.aux is not None and lc.aux > 0:
             aux = aux_loss(out.aux, labels, self.group_sizes)
             loss = loss + lc.aux * aux
