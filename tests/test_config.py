@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.config import ConfigError, config_sha256, list_presets, load_config, to_yaml
+from trainer.config import (
+    ConfigError,
+    config_sha256,
+    inert_options,
+    list_presets,
+    load_config,
+    to_yaml,
+)
 
 
 def test_defaults_and_override():
@@ -138,3 +145,24 @@ def test_every_loss_option_belongs_to_a_recipe():
 
     listed = set().union(*(f.loss_keys for f in FAMILIES.values()))
     assert {f.name for f in fields(LossConfig)} <= listed
+
+
+def test_inert_options_are_named_and_not_refused():
+    """A refinement of a switched-off option loads, and is named with the switch it needs."""
+    cfg = load_config(None, ["loss.lecam_decay=0.9", "loss.topk_by=realness",
+                             "model.cond=projection"])
+    assert inert_options(cfg) == ["loss.lecam_decay=0.9 has no effect without loss.lecam > 0",
+                                  "loss.topk_by=realness has no effect without "
+                                  "loss.topk_nu < 1"]
+    assert inert_options(load_config(None, ["loss.lecam_decay=0.9", "loss.lecam=0.1"])) == []
+
+
+def test_an_ablation_of_a_preset_switch_warns_about_its_refinements():
+    cfg = load_config("cgan_avatars_long", ["loss.r1=0", "aug.policy="])
+    assert inert_options(cfg) == ["loss.r1_tags=mean has no effect without loss.r1 > 0",
+                                  "aug.target=0.6 has no effect without aug.policy"]
+
+
+@pytest.mark.parametrize("preset", list_presets())
+def test_presets_set_no_inert_options(preset):
+    assert inert_options(load_config(preset)) == []

@@ -198,6 +198,16 @@ def test_dry_run_prints_config(avatar_dir, capsys):
     assert "steps: 3" in out and "cond:" in out
 
 
+def test_inert_option_is_warned_about(avatar_dir):
+    """An option that refines a switched-off one trains as asked, with a warning naming both."""
+    res = run_train(["--config", "cgan_avatars", "--dry-run", f"data.path={avatar_dir}",
+                     "loss.lecam_decay=0.9"])
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert ("warning: loss.lecam_decay=0.9 has no effect without loss.lecam > 0"
+            in res.stderr.splitlines())
+    assert "lecam_decay: 0.9" in res.stdout
+
+
 def test_bad_inputs_are_named(tmp_path, capsys):
     assert train.main(["--config", "cgan_avatars", "--run-dir", str(tmp_path / "r"),
                        "model.cond=magic"]) == 2

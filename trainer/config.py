@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,6 +219,36 @@ POSITIVE = ("data.size", "batch_size", "steps", "d_every", "d_repeat", "g_every"
             "log_every", "sample_every", "ckpt_every", "keep_ckpts", "n_samples",
             "model.z_dim", "model.g_ch", "model.d_ch", "g_optim.lr", "d_optim.lr",
             "loss.r1_every", "aug.interval", "aug.kimg", "loss.mode_seeking_pool")
+
+
+# Options that refine another: (the refinements, the switch they need, whether it is on).
+_REFINEMENTS: tuple[tuple[tuple[str, ...], str, Callable[[TrainConfig], bool]], ...] = (
+    (("loss.lecam_decay",), "loss.lecam > 0", lambda c: c.loss.lecam > 0),
+    (("loss.r1_every", "loss.r1_tags"), "loss.r1 > 0", lambda c: c.loss.r1 > 0),
+    (("aug.p", "aug.target", "aug.interval", "aug.kimg"), "aug.policy",
+     lambda c: bool(c.aug.policy.strip())),
+    (("loss.topk_gamma", "loss.topk_by"), "loss.topk_nu < 1", lambda c: c.loss.topk_nu < 1),
+    (("loss.wrong_weight", "loss.wrong_tags"), "loss.matching_aware=true",
+     lambda c: c.loss.matching_aware),
+    (("loss.mode_seeking_pool",), "loss.mode_seeking > 0", lambda c: c.loss.mode_seeking > 0),
+)
+
+
+def inert_options(cfg: TrainConfig) -> list[str]:
+    """Options set away from their defaults that do nothing, because the option they refine
+    is off: one line each, naming both. Warnings, not errors: an ablation such as
+    ``--config cgan_avatars_long loss.r1=0`` turns a preset's switch off and leaves the
+    preset's refinements of it set."""
+    defaults = TrainConfig()
+    out = []
+    for keys, switch, on in _REFINEMENTS:
+        if on(cfg):
+            continue
+        for key in keys:
+            value = _get(cfg, key)
+            if value != _get(defaults, key):
+                out.append(f"{key}={value} has no effect without {switch}")
+    return out
 
 
 def list_presets() -> list[str]:

@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING
 
 from omegaconf import OmegaConf
 
-from trainer.config import ConfigError, TrainConfig, list_presets, load_config, to_yaml
+from trainer.config import (
+    ConfigError,
+    TrainConfig,
+    inert_options,
+    list_presets,
+    load_config,
+    to_yaml,
+)
 from trainer.data.vocab import VocabError
 from trainer.runs import NONFINITE_FILE, RunError, write_text_atomic
 
@@ -161,7 +168,10 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> i
 
     # auto becomes a precision here, so config.yaml records what the run really used.
     cfg.mixed_precision, why = resolve_precision(cfg.mixed_precision)
+    warnings = [f"warning: {w}" for w in inert_options(cfg)]
     if args.dry_run:
+        for w in warnings:
+            print(w, file=sys.stderr)
         print(f"# run folder: {run_dir}\n# mixed precision: {cfg.mixed_precision} ({why})\n"
               f"{to_yaml(cfg)}", end="")
         return 0
@@ -175,6 +185,8 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> i
     lock = None
     t0 = time.perf_counter()
     try:
+        for w in warnings:  # the main process only, once
+            acc.print(w, file=sys.stderr)
         lock = lock_run(acc, run_dir)
         dataset, vocab = load_data(cfg, acc)
         acc.print(f"{len(dataset)} images from {cfg.data.path} ({dataset.format}, "
