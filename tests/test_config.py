@@ -155,6 +155,13 @@ def test_inert_options_are_named_and_not_refused():
                                   "loss.topk_by=realness has no effect without "
                                   "loss.topk_nu < 1"]
     assert inert_options(load_config(None, ["loss.lecam_decay=0.9", "loss.lecam=0.1"])) == []
+    assert inert_options(load_config(None, ["loss.topk_nu=0.5", "loss.topk_gamma=1"])) == [
+        "loss.topk_nu=0.5 has no effect without loss.topk_gamma < 1 (k stays the batch)"]
+    assert inert_options(load_config(None, ["aug.policy=translation", "aug.target=0.6",
+                                            "aug.p=0.5", "aug.kimg=10"])) == [
+        "aug.p=0.5 has no effect without aug.target=0 (ADA starts p at 0)"]
+    assert inert_options(load_config(None, ["aug.policy=translation", "aug.kimg=10"])) == [
+        "aug.kimg=10.0 has no effect without aug.target > 0"]
 
 
 def test_an_ablation_of_a_preset_switch_warns_about_its_refinements():

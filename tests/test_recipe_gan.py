@@ -417,5 +417,6 @@ def test_topk_g_loss_keeps_the_fakes_d_ranks_highest(by):
 
 def test_topk_by_realness_needs_a_projection_head():
     with pytest.raises(ConfigError, match="loss.topk_by=realness.*projection"):
-        make("model.cond=dense", "loss.topk_by=realness")
-    make("model.cond=projection_acgan", "loss.topk_by=realness")  # accepted
+        make("model.cond=dense", "loss.topk_by=realness", "loss.topk_nu=0.5")
+    make("model.cond=projection_acgan", "loss.topk_by=realness", "loss.topk_nu=0.5")
+    make("model.cond=dense", "loss.topk_by=realness")  # top-k off: inert, warned, not refused

@@ -227,7 +227,11 @@ _REFINEMENTS: tuple[tuple[tuple[str, ...], str, Callable[[TrainConfig], bool]], 
     (("loss.r1_every", "loss.r1_tags"), "loss.r1 > 0", lambda c: c.loss.r1 > 0),
     (("aug.p", "aug.target", "aug.interval", "aug.kimg"), "aug.policy",
      lambda c: bool(c.aug.policy.strip())),
+    (("aug.p",), "aug.target=0 (ADA starts p at 0)", lambda c: c.aug.target == 0),
+    (("aug.interval", "aug.kimg"), "aug.target > 0", lambda c: c.aug.target > 0),
     (("loss.topk_gamma", "loss.topk_by"), "loss.topk_nu < 1", lambda c: c.loss.topk_nu < 1),
+    (("loss.topk_nu",), "loss.topk_gamma < 1 (k stays the batch)",
+     lambda c: c.loss.topk_gamma < 1),
     (("loss.wrong_weight", "loss.wrong_tags"), "loss.matching_aware=true",
      lambda c: c.loss.matching_aware),
     (("loss.mode_seeking_pool",), "loss.mode_seeking > 0", lambda c: c.loss.mode_seeking > 0),
@@ -388,7 +392,7 @@ def validate(cfg: TrainConfig) -> None:
     for key in ("loss.topk_nu", "loss.topk_gamma"):
         if not 0.0 < _get(cfg, key) <= 1.0:
             raise ConfigError(f"{key}={_get(cfg, key)}: expected a fraction in (0, 1] (1 = "
-                              f"{'off' if key == 'loss.topk_nu' else 'no decay'})")
+                              f"{'off' if key == 'loss.topk_nu' else 'no decay, so k stays the batch'})")
     if not 0.0 <= cfg.model.d_dropout < 1.0:
         raise ConfigError(f"model.d_dropout={cfg.model.d_dropout}: expected 0 <= p < 1")
     for key in ("loss.gp", "loss.clip", "loss.lambda_cls", "loss.d_cls_scale",
@@ -446,8 +450,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"data.size={cfg.data.size}: model.arch=resnet supports 32, 64, 128")
     from trainer.models.conditional import HEADS
 
-    if cfg.loss.topk_by == "realness" and cfg.model.cond not in ("projection",
-                                                                 "projection_acgan"):
+    if (cfg.loss.topk_nu < 1 and cfg.loss.topk_by == "realness"
+            and cfg.model.cond not in ("projection", "projection_acgan")):
         raise ConfigError(f"loss.topk_by=realness ranks fakes by a projection D's score apart "
                           f"from the tags: it needs model.cond=projection or projection_acgan "
                           f"(got {cfg.model.cond!r}; use loss.topk_by=score)")

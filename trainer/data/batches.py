@@ -86,7 +86,9 @@ class StepLoader:
             generator=torch.Generator().manual_seed(seed))
 
     def epoch(self, consumed: int) -> int:
-        """The data epoch (0, 1, ...) that this process's batch ``consumed`` belongs to."""
+        """The data epoch (0, 1, ...) at this process's batch ``consumed``: that of the
+        stream's batch ``consumed x world``, the same on every process, so that a schedule
+        by epoch agrees across them."""
         return consumed * self.acc.num_processes // self.sampler.per_epoch
 
     def batches(self, consumed: int) -> Iterator[dict[str, torch.Tensor]]:
