@@ -409,9 +409,10 @@ def test_topk_g_loss_keeps_the_fakes_d_ranks_highest(by):
                                                    rel=1e-5)
         assert ("topk" in logs) == (k < 8) and float(logs.get("topk", 8)) == k
     # the two rankings pick different fakes here, so each branch is the one measured
-    by_score = (torch.manual_seed(0), _g_loss_by_hand(r, data, 4, None))[1]
-    by_realness = (torch.manual_seed(0),
-                   _g_loss_by_hand(r, data, 4, lambda t: mean_tags(r.group_sizes, t)))[1]
+    torch.manual_seed(0)
+    by_score = _g_loss_by_hand(r, data, 4, None)
+    torch.manual_seed(0)
+    by_realness = _g_loss_by_hand(r, data, 4, lambda t: mean_tags(r.group_sizes, t))
     assert by_score != pytest.approx(by_realness, rel=1e-4)
 
 

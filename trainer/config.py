@@ -389,10 +389,11 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key}={list(betas)}: expected two numbers in [0, 1)")
     if not 0.0 <= cfg.loss.lecam_decay < 1.0:
         raise ConfigError(f"loss.lecam_decay={cfg.loss.lecam_decay}: expected 0 <= decay < 1")
-    for key in ("loss.topk_nu", "loss.topk_gamma"):
+    for key, at_one in (("loss.topk_nu", "off"),
+                        ("loss.topk_gamma", "no decay, so k stays the batch")):
         if not 0.0 < _get(cfg, key) <= 1.0:
-            raise ConfigError(f"{key}={_get(cfg, key)}: expected a fraction in (0, 1] (1 = "
-                              f"{'off' if key == 'loss.topk_nu' else 'no decay, so k stays the batch'})")
+            raise ConfigError(f"{key}={_get(cfg, key)}: expected a fraction in (0, 1] "
+                              f"(1 = {at_one})")
     if not 0.0 <= cfg.model.d_dropout < 1.0:
         raise ConfigError(f"model.d_dropout={cfg.model.d_dropout}: expected 0 <= p < 1")
     for key in ("loss.gp", "loss.clip", "loss.lambda_cls", "loss.d_cls_scale",

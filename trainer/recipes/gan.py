@@ -168,7 +168,7 @@ class GanRecipe(Recipe):
         logs: dict[str, torch.Tensor] = {"adv": loss.detach(),
                                          "d_fake": out.score.detach().float().mean()}
         if k < b:
-            logs["topk"] = out.score.new_tensor(float(k)).float()
+            logs["topk"] = out.score.new_tensor(float(k))
         if out.aux is not None and lc.aux > 0:
             aux = aux_loss(out.aux, labels, self.group_sizes)
             loss = loss + lc.aux * aux
